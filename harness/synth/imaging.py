@@ -1,0 +1,163 @@
+"""Imaging model: tissue maps + tumour state -> MR-like volumes and BraTS labels.
+
+Each patient's head is rigidly jittered (small rotation and translation), each scan gets
+a smooth bias field, a scanner-site intensity scale and contrast, a per-patient intensity
+idiosyncrasy and Rician noise. These fingerprints are what a row-level split can
+memorise, whatever the label. The tumour shows through cell density ``c``: above ~0.16
+it is bright on T2/FLAIR, above ~0.8 it enhances on T1 post-contrast (grade III+), and a
+necrotic core (grade IV) is dark on T1post.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+from scipy.spatial.transform import Rotation
+
+from harness.synth.anatomy import Anatomy
+from harness.synth.cohort import PatientParams
+from harness.synth.growth import ENHANCING_THRESHOLD, VISIBLE_THRESHOLD
+from harness.synth.tumour import Scan
+
+#: Channel order; ``PatientParams.modality_gain`` is indexed by it.
+CHANNELS: tuple[str, ...] = ("T1", "T1post", "T2", "FLAIR", "ADC", "CBV", "CBF")
+#: Structural channels get a bias field and the site's contrast; maps do not.
+STRUCTURAL: frozenset[str] = frozenset({"T1", "T1post", "T2", "FLAIR"})
+
+# Tissue values per channel: (white matter, grey matter, CSF, tumour, necrosis,
+# cavity, background weight of the template T1). Arbitrary units except ADC
+# (10^-3 mm^2/s) and CBV/CBF (relative to grey matter).
+_TISSUE: dict[str, tuple[float, float, float, float, float, float, float]] = {
+    "T1": (0.80, 0.55, 0.15, 0.45, 0.25, 0.15, 0.6),
+    "T1post": (0.80, 0.57, 0.15, 0.45, 0.20, 0.15, 0.6),
+    "T2": (0.35, 0.50, 1.00, 0.85, 0.95, 1.00, 0.4),
+    "FLAIR": (0.45, 0.60, 0.08, 0.95, 0.50, 0.08, 0.3),
+    "ADC": (0.75, 0.85, 3.00, 1.30, 2.20, 3.00, 0.0),
+    "CBV": (0.45, 1.00, 0.05, 0.40, 0.10, 0.05, 0.0),
+    "CBF": (0.40, 1.00, 0.05, 0.40, 0.10, 0.05, 0.0),
+}
+#: Extra T1post signal of fully enhancing tumour.
+ENHANCEMENT = 0.65
+
+
+@dataclass
+class PatientSpace:
+    """The patient's anatomy after the per-patient rigid jitter (shared by their scans)."""
+
+    matrix: np.ndarray
+    offset: np.ndarray
+    gm: np.ndarray
+    wm: np.ndarray
+    csf: np.ndarray
+    t1: np.ndarray
+    brain: np.ndarray
+    bias: np.ndarray  # float32 multiplicative field, mean ~1
+
+    def warp(self, arr: np.ndarray, order: int = 1) -> np.ndarray:
+        """Move a template-space array into this patient's space."""
+        out = ndimage.affine_transform(
+            arr.astype(np.float32, copy=False), self.matrix, self.offset, order=order, mode="constant", cval=0.0
+        )
+        return out
+
+
+def patient_space(anatomy: Anatomy, p: PatientParams) -> PatientSpace:
+    """Apply the patient's rotation/translation to the template tissue maps."""
+    rot = Rotation.from_euler("xyz", p.rotation_deg, degrees=True).as_matrix()
+    ctr = (np.array(anatomy.shape, dtype=float) - 1.0) / 2.0
+    shift = np.array(p.translation_mm) / anatomy.spacing
+    # output voxel o shows template voxel R^T (o - ctr - shift) + ctr
+    matrix = rot.T
+    offset = ctr - rot.T @ (ctr + shift)
+
+    def warp(a: np.ndarray) -> np.ndarray:
+        return ndimage.affine_transform(a, matrix, offset, order=1, mode="constant", cval=0.0)
+
+    gm, wm, csf, t1 = (warp(a) for a in (anatomy.gm, anatomy.wm, anatomy.csf, anatomy.t1))
+    brain = warp(anatomy.brain.astype(np.float32)) >= 0.5
+    return PatientSpace(matrix, offset, gm, wm, csf, t1, brain, _bias_field(anatomy.shape, p))
+
+
+def _bias_field(shape: tuple[int, ...], p: PatientParams) -> np.ndarray:
+    """Smooth multiplicative field: exp of a random quadratic polynomial, about +-20%."""
+    axes = [np.linspace(-1.0, 1.0, n, dtype=np.float32) for n in shape]
+    x, y, z = np.meshgrid(*axes, indexing="ij", sparse=True)
+    terms = (x, y, z, x * x - 1 / 3, y * y - 1 / 3, z * z - 1 / 3, x * y, y * z, x * z)
+    log_b = sum(np.float32(c) * t for c, t in zip(p.bias_coeffs, terms))
+    return np.exp(np.float32(p.site.bias * 0.5) * log_b).astype(np.float32)
+
+
+def _logistic(x: np.ndarray, centre: float, width: float) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-(x - np.float32(centre)) / np.float32(width)))).astype(np.float32)
+
+
+@dataclass
+class TumourView:
+    """One scan's tumour fields in patient space, and its BraTS labels (1 NCR, 2 ED, 3 ET)."""
+
+    visible: np.ndarray  # float32 [0, 1], T2/FLAIR hyperintensity
+    enhancing: np.ndarray  # float32 [0, 1], T1post enhancement (0 for grade II)
+    density: np.ndarray
+    necrosis: np.ndarray  # bool
+    cavity: np.ndarray  # bool
+    labels: np.ndarray  # uint8
+
+
+def tumour_view(space: PatientSpace, scan: Scan, enhances: bool) -> TumourView:
+    """Warp the tumour state into patient space and derive soft maps and hard labels."""
+    c = np.clip(space.warp(scan.density), 0, 1) * space.brain
+    nec = (space.warp(scan.necrosis.astype(np.float32)) >= 0.5) & space.brain
+    cav = (space.warp(scan.cavity.astype(np.float32)) >= 0.5) & space.brain
+    oed = None if scan.oedema is None else np.clip(space.warp(scan.oedema), 0, 1) * space.brain
+    vis_field = c if oed is None else np.maximum(c, oed)
+    visible = _logistic(vis_field, VISIBLE_THRESHOLD, 0.03) * ~cav
+    enh = _logistic(c, ENHANCING_THRESHOLD, 0.04) * ~nec if enhances else np.zeros_like(c)
+    core = (c >= ENHANCING_THRESHOLD) & space.brain
+    labels = np.zeros(c.shape, dtype=np.uint8)
+    labels[(vis_field >= VISIBLE_THRESHOLD) & ~cav & space.brain] = 2
+    if enhances:
+        labels[core] = 3
+        labels[nec] = 1
+    else:
+        labels[core | nec] = 1  # non-enhancing tumour core
+    return TumourView(visible, enh.astype(np.float32), c, nec, cav, labels)
+
+
+def render(space: PatientSpace, tv: TumourView, p: PatientParams, channel: str, rho: float,
+           noise_seed: tuple[int, ...]) -> np.ndarray:
+    """One channel as float32 in scanner units (structural) or physical units (maps)."""
+    wm_v, gm_v, csf_v, tum_v, nec_v, cav_v, bg_w = _TISSUE[channel]
+    shift_gm, shift_wm = p.contrast_shift
+    base = space.wm * np.float32(wm_v + shift_wm) + space.gm * np.float32(gm_v + shift_gm) + space.csf * np.float32(csf_v)
+    v = tv.visible
+    img = base + (np.float32(tum_v) - base) * v
+    if channel == "ADC":
+        # Dense tumour restricts diffusion; infiltrated oedema raises ADC.
+        img = img - np.float32(0.55) * tv.density * v
+    if channel in ("CBV", "CBF"):
+        angio = (0.5 + 0.8 * rho) * (1.2 if channel == "CBF" else 1.0)
+        img = img + np.float32(angio) * tv.enhancing
+    if channel == "T1post":
+        img = img + np.float32(ENHANCEMENT) * tv.enhancing
+    img = np.where(tv.necrosis, np.float32(nec_v), img)
+    img = np.where(tv.cavity, np.float32(cav_v), img)
+    img = img * space.brain + np.float32(bg_w) * space.t1 * ~space.brain
+    gain = np.float32(p.modality_gain[CHANNELS.index(channel)])
+    rng = np.random.default_rng(np.random.SeedSequence([p.rng_state, *noise_seed, CHANNELS.index(channel)]))
+    if channel in STRUCTURAL:
+        img = np.power(np.maximum(img * space.bias, 0), np.float32(p.site.gamma)) * np.float32(p.site.scale) * gain
+        sigma = np.float32(p.site.noise * p.noise_factor * p.site.scale)
+    else:
+        img = img * gain
+        sigma = np.float32(0.01 * p.noise_factor * (3.0 if channel == "ADC" else 1.0))
+    n1 = rng.standard_normal(img.shape, dtype=np.float32) * sigma
+    n2 = rng.standard_normal(img.shape, dtype=np.float32) * sigma
+    return np.sqrt((img + n1) ** 2 + n2**2).astype(np.float32)  # Rician magnitude
+
+
+def wm_reference(space: PatientSpace, img: np.ndarray, labels: np.ndarray) -> float:
+    """Mean value in normal-appearing white matter (for normalised perfusion maps)."""
+    sel = (space.wm >= 0.9) & (labels == 0)
+    return float(img[sel].mean()) if sel.any() else float(img.mean())
