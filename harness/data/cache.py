@@ -1,0 +1,503 @@
+"""The ingestion cache: decode each series once, keyed by file content and preprocessing.
+
+Why content and not paths: a renamed or copied dataset reuses its entries, and any
+changed pixel byte gives a new key, so a stale array can never be served. A stat memo
+((path, size, mtime_ns) -> sha256) lets a second run find its entries without reading
+a single image file. Entries are written atomically (temporary file + ``os.replace``,
+metadata last), so a killed run leaves either a complete entry or none. Series that
+cannot be decoded are cached too (as a negative entry with their problems), so a rerun
+reports them without decoding them again.
+
+Layout of ``cache_dir``::
+
+    stat-memo.sqlite           the stat memo
+    volumes/ab/<key>.npy       the (z, y, x) float32 array
+    volumes/ab/<key>.json      spacing, shape, problems (by file digest); written last
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import sqlite3
+import tempfile
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from harness.data.cohort import LABEL_MODALITIES, Cohort, Problem
+from harness.data.volume import (
+    DECODER_VERSION,
+    SeriesError,
+    Volume,
+    apply_preprocess,
+    decode_dicom,
+    decode_nifti,
+    series_digest,
+    sha256_bytes,
+    validate_preprocess,
+)
+
+#: Files modified this recently are not memoised: a rewrite within the file system's
+#: timestamp granularity could keep (size, mtime) and make the memo lie (git's "racy" rule).
+RACY_WINDOW_NS = 2_000_000_000
+
+
+def default_cache_dir() -> Path:
+    """``$HARNESS_CACHE_DIR`` or ``.harness-cache`` in the working directory (gitignored)."""
+    return Path(os.environ.get("HARNESS_CACHE_DIR", ".harness-cache"))
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def cache_key(content: str, fmt: str, cfg: Mapping, is_label: bool) -> str:
+    """Key of one cache entry: series content + decoder version + preprocessing."""
+    payload = {"content": content, "format": fmt, "preprocess": dict(cfg),
+               "label": bool(is_label), "decoder": DECODER_VERSION}
+    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- stat memo
+
+
+class StatMemo:
+    """(path, size, mtime_ns) -> content digest, persisted in a small sqlite db."""
+
+    def __init__(self, db_path: Path):
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(db_path), timeout=60)
+        self._db.execute("PRAGMA synchronous=NORMAL")  # a lost memo row only costs a re-hash
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS memo (path TEXT PRIMARY KEY, size INTEGER, "
+            "mtime_ns INTEGER, digest TEXT)"
+        )
+        self._db.commit()
+
+    def get(self, path: str, size: int, mtime_ns: int) -> str | None:
+        row = self._db.execute(
+            "SELECT digest FROM memo WHERE path=? AND size=? AND mtime_ns=?",
+            (path, size, mtime_ns),
+        ).fetchone()
+        return row[0] if row else None
+
+    def put_many(self, rows: Iterable[tuple[str, int, int, str]]) -> None:
+        now = time.time_ns()
+        rows = [r for r in rows if now - r[2] > RACY_WINDOW_NS]
+        if rows:
+            self._db.executemany("INSERT OR REPLACE INTO memo VALUES (?,?,?,?)", rows)
+            self._db.commit()
+
+    def close(self) -> None:
+        self._db.close()
+
+
+# --------------------------------------------------------------------------- entries
+
+
+def _entry_paths(entries_dir: Path, key: str) -> tuple[Path, Path]:
+    d = entries_dir / key[:2]
+    return d / f"{key}.npy", d / f"{key}.json"
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _read_entry(entries_dir: Path, key: str, *, with_array: bool = True
+                ) -> tuple[dict, np.ndarray | None] | None:
+    """A complete entry, or None when absent or unreadable (then it is rebuilt)."""
+    npy, meta_path = _entry_paths(entries_dir, key)
+    try:
+        meta = json.loads(meta_path.read_text())
+        if not meta.get("ok"):
+            return meta, None
+        if not with_array:
+            return (meta, None) if _npy_complete(npy, meta["shape"]) else None
+        arr = np.load(npy, allow_pickle=False)
+        if list(arr.shape) != meta["shape"] or arr.dtype != np.float32:
+            return None
+        return meta, arr
+    except (OSError, ValueError, KeyError, EOFError):
+        return None
+
+
+def _npy_complete(npy: Path, shape: list[int]) -> bool:
+    """Cheap validity check: header parses, shape/dtype match, and the file is full size."""
+    with open(npy, "rb") as fh:
+        version = np.lib.format.read_magic(fh)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        hdr_shape, fortran, dtype = read_header(fh)
+        offset = fh.tell()
+        size = os.fstat(fh.fileno()).st_size
+    return (list(hdr_shape) == shape and dtype == np.float32 and not fortran
+            and size == offset + int(np.prod(hdr_shape)) * 4)
+
+
+def _write_entry(entries_dir: Path, key: str, meta: dict, array: np.ndarray | None) -> None:
+    npy, meta_path = _entry_paths(entries_dir, key)
+    if array is not None:
+        _atomic_write(npy, lambda fh: np.save(fh, array, allow_pickle=False))
+    _atomic_write(meta_path, lambda fh: fh.write(canonical_json(meta).encode()))
+
+
+# --------------------------------------------------------------------------- the job
+
+
+@dataclass
+class _Job:
+    series_id: str
+    fmt: str
+    files: tuple[str, ...]
+    cfg: dict
+    is_label: bool
+    entries_dir: str
+
+
+@dataclass
+class _JobResult:
+    series_id: str
+    key: str | None
+    content: str | None
+    digests: dict[str, str]  # path -> digest of the files that could be read
+    memo_rows: list[tuple[str, int, int, str]]
+    decoded: bool
+    files_read: int
+    read_problems: list[Problem] = field(default_factory=list)
+    #: set only when the entry could not be written (then the array travels back)
+    array: np.ndarray | None = None
+    meta: dict | None = None
+
+
+def _run_job(job: _Job) -> _JobResult:
+    """Read every file once, hash, and decode only when the cache has no entry.
+
+    A module-level function of plain data, so it runs the same in-process and in a
+    spawned worker.
+    """
+    blobs: list[bytes] = []
+    paths: list[str] = []
+    digests: dict[str, str] = {}
+    memo_rows = []
+    read_problems = []
+    for p in job.files:
+        try:
+            st = os.stat(p)
+            with open(p, "rb") as fh:
+                data = fh.read()
+        except OSError as exc:
+            read_problems.append(Problem(p, f"cannot read file: {exc.strerror or exc}"))
+            continue
+        d = sha256_bytes(data)
+        digests[p] = d
+        memo_rows.append((p, st.st_size, st.st_mtime_ns, d))
+        blobs.append(data)
+        paths.append(p)
+    n_read = len(blobs)
+    if not blobs:
+        return _JobResult(job.series_id, None, None, digests, memo_rows, False, n_read,
+                          read_problems)
+    content = series_digest([digests[p] for p in paths])
+    key = cache_key(content, job.fmt, job.cfg, job.is_label)
+    entries_dir = Path(job.entries_dir)
+    if _read_entry(entries_dir, key, with_array=False) is not None:
+        return _JobResult(job.series_id, key, content, digests, memo_rows, False, n_read,
+                          read_problems)
+
+    if job.fmt == "nifti":
+        dec = decode_nifti(blobs[0])
+    else:
+        dec = decode_dicom(blobs, [os.path.basename(p) for p in paths])
+    del blobs
+    array, spacing = dec.array, dec.spacing
+    if array is not None:
+        array, spacing = apply_preprocess(array, spacing, job.cfg, is_label=job.is_label)
+    meta = {
+        "ok": array is not None,
+        "shape": list(array.shape) if array is not None else None,
+        "spacing": list(spacing),
+        "problems": [[digests[paths[i]] if i is not None else None, reason]
+                     for i, reason in dec.problems],
+        "format": job.fmt,
+        "preprocess": job.cfg,
+        "label": job.is_label,
+        "decoder": DECODER_VERSION,
+    }
+    result = _JobResult(job.series_id, key, content, digests, memo_rows, True, n_read,
+                        read_problems)
+    try:
+        _write_entry(entries_dir, key, meta, array)
+    except OSError as exc:
+        result.read_problems.append(
+            Problem(str(entries_dir), f"could not write cache entry: {exc}"))
+        result.array, result.meta = array, meta
+    return result
+
+
+# --------------------------------------------------------------------------- the store
+
+
+def _row_get(row: Any, name: str, default: Any = None) -> Any:
+    try:
+        return row[name]
+    except (KeyError, IndexError):
+        return default
+
+
+class VolumeStore:
+    """Decoded volumes for cohort series, through a content-keyed on-disk cache.
+
+    ``n_decoded`` counts series actually decoded in this store's lifetime,
+    ``n_cache_hits`` series served from the cache, ``n_files_read`` image files read.
+    """
+
+    def __init__(self, cache_dir: Path | str | None = None, *, progress: bool = True,
+                 workers: int = 1):
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.entries_dir = self.cache_dir / "volumes"
+        self.entries_dir.mkdir(parents=True, exist_ok=True)
+        self.progress = progress
+        self.workers = max(1, int(workers))
+        self.memo = StatMemo(self.cache_dir / "stat-memo.sqlite")
+        self.n_decoded = 0
+        self.n_cache_hits = 0
+        self.n_files_read = 0
+
+    def close(self) -> None:
+        self.memo.close()
+
+    def __enter__(self) -> VolumeStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- helpers
+
+    def _memo_digests(self, files: Sequence[str]) -> dict[str, str] | None:
+        """Digests of all files from the memo, or None if any is unknown or changed."""
+        out = {}
+        for p in files:
+            try:
+                st = os.stat(p)
+            except OSError:
+                return None
+            d = self.memo.get(p, st.st_size, st.st_mtime_ns)
+            if d is None:
+                return None
+            out[p] = d
+        return out
+
+    @staticmethod
+    def _series_path(row: Any) -> str:
+        files = list(_row_get(row, "files", ()) or ())
+        if _row_get(row, "format") == "nifti" and files:
+            return files[0]
+        if files:
+            return str(Path(files[0]).parent)
+        return str(_row_get(row, "series_id", "?"))
+
+    def _problems_from_meta(self, row: Any, meta: dict, digests: Mapping[str, str]
+                            ) -> list[Problem]:
+        by_digest: dict[str, str] = {}
+        for p, d in digests.items():
+            by_digest.setdefault(d, p)
+        where = self._series_path(row)
+        return [Problem(by_digest.get(d, where) if d else where, reason)
+                for d, reason in meta.get("problems", [])]
+
+    def _volume(self, row: Any, key: str, meta: dict, array: np.ndarray | None,
+                digests: Mapping[str, str], extra: Sequence[Problem] = ()) -> Volume:
+        problems = list(extra) + self._problems_from_meta(row, meta, digests)
+        if not meta.get("ok") or array is None:
+            raise SeriesError(problems or [Problem(self._series_path(row), "unusable series")])
+        return Volume(array=array, spacing=tuple(float(s) for s in meta["spacing"]),
+                      content_key=key, problems=tuple(problems))
+
+    def _job(self, row: Any, cfg: dict) -> _Job:
+        return _Job(
+            series_id=str(_row_get(row, "series_id", "")),
+            fmt=str(_row_get(row, "format", "dicom")),
+            files=tuple(str(f) for f in (_row_get(row, "files", ()) or ())),
+            cfg=cfg,
+            is_label=_row_get(row, "modality") in LABEL_MODALITIES,
+            entries_dir=str(self.entries_dir),
+        )
+
+    def _try_fast(self, job: _Job, row: Any) -> Volume | None:
+        """Serve from the cache via the stat memo, without reading any image file."""
+        if not job.files:
+            return None
+        digests = self._memo_digests(job.files)
+        if digests is None:
+            return None
+        content = series_digest(list(digests.values()))
+        key = cache_key(content, job.fmt, job.cfg, job.is_label)
+        entry = _read_entry(self.entries_dir, key)
+        if entry is None:
+            return None
+        self.n_cache_hits += 1
+        return self._volume(row, key, entry[0], entry[1], digests)
+
+    def _finish(self, job: _Job, row: Any, res: _JobResult) -> Volume:
+        self.memo.put_many(res.memo_rows)
+        self.n_files_read += res.files_read
+        if res.key is None:
+            raise SeriesError(res.read_problems
+                              or [Problem(self._series_path(row), "series has no files")])
+        if res.decoded:
+            self.n_decoded += 1
+        else:
+            self.n_cache_hits += 1
+        if res.meta is not None:  # cache not writable: use what the job sent back
+            return self._volume(row, res.key, res.meta, res.array, res.digests,
+                                res.read_problems)
+        entry = _read_entry(self.entries_dir, res.key)
+        if entry is None:
+            raise SeriesError([Problem(str(self.entries_dir),
+                                       f"cache entry {res.key} vanished after writing")])
+        return self._volume(row, res.key, entry[0], entry[1], res.digests, res.read_problems)
+
+    # -- public API
+
+    def load(self, series_row: Any, preprocess: dict | None = None) -> Volume:
+        """One series as a :class:`Volume`; raises :class:`SeriesError` if unusable."""
+        cfg = validate_preprocess(preprocess)
+        job = self._job(series_row, cfg)
+        vol = self._try_fast(job, series_row)
+        if vol is not None:
+            return vol
+        return self._finish(job, series_row, _run_job(job))
+
+    def load_many(self, series_df: pd.DataFrame, preprocess: dict | None = None
+                  ) -> tuple[dict[str, Volume], list[Problem]]:
+        """All series of a frame: volumes by series_id, and every problem met.
+
+        A series that fails contributes problems and no volume; the others still load.
+        """
+        cfg = validate_preprocess(preprocess)
+        volumes: dict[str, Volume] = {}
+        problems: list[Problem] = []
+        pending: list[tuple[_Job, Any]] = []
+
+        def collect(sid: str, fn) -> None:
+            try:
+                vol = fn()
+            except SeriesError as exc:
+                problems.extend(exc.problems)
+                return
+            if vol is None:
+                return
+            volumes[sid] = vol
+            problems.extend(vol.problems)
+
+        rows = [row for _, row in series_df.iterrows()]
+        with tqdm(total=len(rows), desc="loading series", unit="series",
+                  disable=not self.progress, leave=False) as bar:
+            for row in rows:
+                job = self._job(row, cfg)
+                fast = None
+                try:
+                    fast = self._try_fast(job, row)
+                except SeriesError as exc:
+                    problems.extend(exc.problems)
+                    bar.update(1)
+                    continue
+                if fast is not None:
+                    volumes[job.series_id] = fast
+                    problems.extend(fast.problems)
+                    bar.update(1)
+                else:
+                    pending.append((job, row))
+            if self.workers > 1 and len(pending) > 1:
+                ctx = multiprocessing.get_context("spawn")
+                with ProcessPoolExecutor(max_workers=min(self.workers, len(pending)),
+                                         mp_context=ctx) as pool:
+                    futures = {pool.submit(_run_job, job): (job, row) for job, row in pending}
+                    done: dict[str, _JobResult] = {}
+                    for fut in as_completed(futures):
+                        job, row = futures[fut]
+                        done[job.series_id] = fut.result()
+                        bar.update(1)
+                # Finish in input order so problems come out in a stable order.
+                for job, row in pending:
+                    res = done[job.series_id]
+                    collect(job.series_id, lambda j=job, r=row, s=res: self._finish(j, r, s))
+            else:
+                for job, row in pending:
+                    collect(job.series_id, lambda j=job, r=row: self._finish(j, r, _run_job(j)))
+                    bar.update(1)
+        return volumes, problems
+
+    def content_digest(self, series_row: Any) -> str:
+        """Digest of a series' file contents (memo first; reads only unknown files)."""
+        files = [str(f) for f in (_row_get(series_row, "files", ()) or ())]
+        digests = self._memo_digests(files)
+        if digests is None:
+            digests, rows = {}, []
+            for p in files:
+                try:
+                    st = os.stat(p)
+                    d = self.memo.get(p, st.st_size, st.st_mtime_ns)
+                    if d is None:
+                        with open(p, "rb") as fh:
+                            d = sha256_bytes(fh.read())
+                        self.n_files_read += 1
+                        rows.append((p, st.st_size, st.st_mtime_ns, d))
+                except OSError:
+                    d = "unreadable"
+                digests[p] = d
+            self.memo.put_many(rows)
+        return series_digest(list(digests.values()))
+
+
+def dataset_fingerprint(cohort: Cohort, store: VolumeStore) -> str:
+    """sha256 over every series' content digest and the patients table.
+
+    Changes when any pixel file, any label, or the set of series changes; does not
+    change when the dataset folder is moved or renamed.
+    """
+    h = hashlib.sha256()
+    h.update(f"layout={cohort.layout}\n".encode())
+    lines = sorted(f"{row['series_id']}\t{store.content_digest(row)}"
+                   for _, row in cohort.series.iterrows())
+    for line in lines:
+        h.update(line.encode() + b"\n")
+    h.update(b"patients\n")
+    h.update(canonical_patients_csv(cohort.patients).encode())
+    return h.hexdigest()
+
+
+def canonical_patients_csv(patients: pd.DataFrame) -> str:
+    """The patients table as CSV with sorted rows and columns: stable across runs."""
+    if patients is None or patients.empty:
+        return ""
+    df = patients.copy()
+    df = df[sorted(df.columns)]
+    if "patient_id" in df.columns:
+        df = df.sort_values("patient_id", kind="stable")
+    return df.to_csv(index=False, na_rep="", lineterminator="\n")
