@@ -1,0 +1,174 @@
+"""Command line: ``python -m harness {run,data,list,ui}``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+SYNTH_FLAVOURS = ("rembrandt", "btp", "brats20")
+
+
+def _csv_list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m harness",
+        description="Benchmark and audit harness for brain-tumour MRI models: runs baselines "
+        "under patient-level splits next to the published leaky protocols, logs to MLflow.",
+    )
+    parser.add_argument(
+        "--cache-dir", type=Path, default=Path(os.environ.get("HARNESS_CACHE_DIR", ".harness-cache")),
+        help="where generated cohorts, decoded arrays, features, manifests and finished folds "
+        "are cached (default: ./.harness-cache or $HARNESS_CACHE_DIR)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a suite: every baseline under every protocol")
+    run.add_argument("--suite", required=True, help="suite name (see `list`) or path to a .toml file")
+    run.add_argument("--data", type=Path, help="dataset folder (default: the suite's synthetic cohort)")
+    run.add_argument("--baselines", type=_csv_list, help="comma-separated baselines (default: the suite's)")
+    run.add_argument("--protocols", type=_csv_list, help="comma-separated split protocols (default: the suite's)")
+    run.add_argument("--out", type=Path, help="output folder (default: reports/<suite>/<timestamp>/)")
+    run.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlflow/mlflow.db; 'none' disables)")
+    run.add_argument("--seed", type=int, help="seed for splits, models and bootstrap (default: the suite's)")
+    run.add_argument("--profile", choices=("quick", "paper"), default="quick",
+                     help="quick: reduced CPU settings (default); paper: the published settings")
+    run.add_argument("--split-manifest", type=Path, help="use this split manifest (JSON) instead of creating one")
+    run.add_argument("--device", default="cpu", help="torch device for neural baselines: cpu, cuda, cuda:1 ...")
+
+    data = sub.add_parser("data", help="generate or check datasets")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    synth = data_sub.add_parser("synth", help="write a known-truth synthetic cohort in a real layout")
+    synth.add_argument("--cohort", choices=SYNTH_FLAVOURS, required=True)
+    synth.add_argument("--out", type=Path, required=True, help="folder to create (must be empty or absent)")
+    synth.add_argument("--patients", type=int, help="number of patients (default: the flavour's)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--signal", choices=("growth", "none"), default="growth",
+                       help="growth: labels follow the imaged tumour (positive control); "
+                       "none: labels drawn independently (negative control)")
+    synth.add_argument("--grid-mm", type=float, default=2.0, help="voxel size of the working grid in mm")
+    check = data_sub.add_parser("check", help="recognise a dataset's layout and list what is in it and what is broken")
+    check.add_argument("dir", type=Path)
+    check.add_argument("--layout", choices=SYNTH_FLAVOURS, help="skip detection")
+    check.add_argument("--no-decode", action="store_true", help="index only; do not decode pixel data")
+
+    sub.add_parser("list", help="list suites, baselines, split protocols and cohort flavours")
+
+    ui = sub.add_parser("ui", help="start the MLflow UI for the local store")
+    ui.add_argument("--tracking-uri", help="store to show (default: sqlite:///mlflow/mlflow.db)")
+    ui.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
+    ui.add_argument("--port", type=int, default=5000)
+    return parser
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from harness.runner import RunOptions, run_suite
+    from harness.suite import load_suite
+
+    suite = load_suite(args.suite)
+    result = run_suite(
+        suite,
+        RunOptions(
+            data=args.data, baselines=args.baselines, protocols=args.protocols, out=args.out,
+            tracking_uri=args.tracking_uri, seed=args.seed, profile=args.profile,
+            split_manifest=args.split_manifest, device=args.device, cache_dir=args.cache_dir,
+            progress=not args.no_progress,
+        ),
+    )
+    return 1 if result.failures else 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from harness.synth import generate_cohort
+
+    if args.out.exists() and any(args.out.iterdir()):
+        raise HarnessError(f"{args.out}: folder exists and is not empty")
+    generate_cohort(
+        args.cohort, args.out, n_patients=args.patients, seed=args.seed,
+        signal=args.signal, grid_mm=args.grid_mm, progress=not args.no_progress,
+    )
+    print(f"wrote synthetic {args.cohort} cohort to {args.out}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from harness.data.cache import VolumeStore
+    from harness.data.check import check_dataset, format_check_report
+
+    store = VolumeStore(args.cache_dir / "arrays", progress=not args.no_progress)
+    report = check_dataset(args.dir, layout=args.layout, decode=not args.no_decode, store=store)
+    print(format_check_report(report))
+    if report.error:
+        print(f"error: {report.error}", file=sys.stderr)
+    return 0 if report.usable else 1
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from baselines import list_baselines
+    from harness.splits import PROTOCOLS
+    from harness.suite import available_suites, load_suite
+
+    print("suites:")
+    for name in available_suites():
+        suite = load_suite(name)
+        print(f"  {name:<14} task={suite.task:<12} {suite.description}")
+    print("baselines:")
+    for name, cls in list_baselines().items():
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        print(f"  {name:<14} tasks={','.join(sorted(cls.tasks)):<28} {doc}")
+    print("split protocols:")
+    for name, proto in PROTOCOLS.items():
+        print(f"  {name:<22} {'LEAKY (published protocol, reproduced on purpose)' if proto.leaky else 'patient-level'}")
+    print("synthetic cohort flavours (data synth --cohort):")
+    print("  rembrandt   TCIA REMBRANDT DICOM layout, one time point, grades II/III/IV")
+    print("  btp         TCIA Brain-Tumor-Progression DICOM layout, two dates per patient")
+    print("  brats20     BraTS 2020 NIfTI layout with name_mapping.csv and survival_info.csv")
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    """Run ``mlflow ui`` in its own process group and stop the whole group on exit."""
+    from harness.tracking import default_artifact_root, default_tracking_uri
+
+    uri = args.tracking_uri or default_tracking_uri()
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+           "--host", args.host, "--port", str(args.port)]
+    artifacts = default_artifact_root(uri)
+    if artifacts:
+        cmd += ["--default-artifact-root", artifacts]
+    print(f"MLflow UI for {uri} on http://{args.host}:{args.port} (Ctrl-C stops it)")
+    proc = subprocess.Popen(cmd, start_new_session=True)
+    # SIGTERM to us must also stop the UI's worker processes: turn it into SystemExit.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handlers = {"run": cmd_run, "list": cmd_list, "ui": cmd_ui}
+    try:
+        if args.command == "data":
+            return cmd_synth(args) if args.data_command == "synth" else cmd_check(args)
+        return handlers[args.command](args)
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

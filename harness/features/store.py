@@ -1,0 +1,62 @@
+"""Per-series feature cache, so each slice's features are computed once per config.
+
+Features are computed for every slice of a series and stored under the series' content
+key plus the feature config hash; any task or fold then picks its rows by slice index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from harness.tasks import TaskData
+
+FeatureFn = Callable[[np.ndarray], np.ndarray]
+
+
+def config_hash(config: dict) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class FeatureStore:
+    """Computes ``fn`` over whole series and caches the (z, d) result as .npy."""
+
+    def __init__(self, cache_dir: Path | None) -> None:
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.n_computed = 0
+
+    def matrix(self, data: TaskData, name: str, config: dict, fn: FeatureFn) -> np.ndarray:
+        """Feature rows for every sample of ``data``, in sample order."""
+        if len(data) == 0:
+            return np.zeros((0, 0), np.float32)
+        tag = f"{name}-{config_hash(config)}"
+        per_series: dict[str, np.ndarray] = {}
+        for image_id in data.samples["image_id"].unique():
+            per_series[image_id] = self._series_features(data, image_id, tag, fn)
+        return np.stack(
+            [
+                per_series[img][int(z)]
+                for img, z in zip(data.samples["image_id"], data.samples["slice_index"])
+            ]
+        ).astype(np.float32)
+
+    def _series_features(self, data: TaskData, image_id: str, tag: str, fn: FeatureFn) -> np.ndarray:
+        key = data.content_keys.get(image_id)
+        path = self.cache_dir / f"{key}-{tag}.npy" if (self.cache_dir and key) else None
+        if path is not None and path.exists():
+            return np.load(path)
+        feats = np.asarray(fn(np.asarray(data.volumes[image_id], dtype=np.float32)), np.float32)
+        self.n_computed += 1
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+            with os.fdopen(fd, "wb") as fh:
+                np.save(fh, feats)
+            os.replace(tmp, path)
+        return feats

@@ -1,0 +1,413 @@
+"""The runner: for each baseline x protocol x fold, fit(train, val) then predict(test).
+
+Stages, each a plain function (as nnU-Net keeps its pipeline stages apart):
+prepare data -> prepare split manifests -> run folds (cached, resumable) -> estimate
+metrics -> summary.json, MLflow, printed table.
+
+Every finished fold's predictions are written atomically to the fold cache before its
+MLflow run is logged, so a run killed at any point resumes without refitting a fold
+that had finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from baselines import Baseline, FitContext, get_baseline
+from harness import __version__
+from harness.cohorts import DEFAULT_CACHE_DIR, ensure_synthetic_cohort
+from harness.data.cohort import Problem
+from harness.data.detect import load_cohort
+from harness.data.cache import VolumeStore, dataset_fingerprint
+from harness.errors import HarnessError, NoUsableDataError
+from harness.metrics import MetricEstimate, compute_metric, estimate
+from harness.provenance import git_commit, package_versions
+from harness.splits import (
+    SplitManifest,
+    get_protocol,
+    load_or_create_manifest,
+    validate_manifest,
+)
+from harness.suite import SuiteConfig
+from harness.summary import build_summary, format_table, write_json
+from harness.tasks import TASK_BUILDERS, TaskData
+
+
+@dataclass
+class RunOptions:
+    """Command-line options every suite accepts (None: the suite's default)."""
+
+    data: Path | None = None
+    baselines: list[str] | None = None
+    protocols: list[str] | None = None
+    out: Path | None = None
+    tracking_uri: str | None = None
+    seed: int | None = None
+    profile: str = "quick"
+    split_manifest: Path | None = None
+    device: str = "cpu"
+    cache_dir: Path = DEFAULT_CACHE_DIR
+    progress: bool = True
+
+
+@dataclass
+class PreparedData:
+    data_dir: Path
+    dataset_name: str
+    task_data: TaskData
+    fingerprint: str
+    problems: list[Problem]
+
+
+@dataclass
+class RunResult:
+    out_dir: Path
+    summary: dict[str, Any]
+    failures: list[str] = field(default_factory=list)
+    folds_fitted: int = 0
+    folds_reused: int = 0
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# -- stage 1: data -------------------------------------------------------------------
+def prepare_data(suite: SuiteConfig, opts: RunOptions) -> PreparedData:
+    """Find or generate the data, index it, decode through the cache, build the task view."""
+    if opts.data is not None:
+        data_dir = Path(opts.data)
+        dataset_name = data_dir.name
+    else:
+        data_dir = ensure_synthetic_cohort(opts.cache_dir, suite.data, progress=opts.progress)
+        dataset_name = f"synthetic-{data_dir.name}"
+    cohort = load_cohort(data_dir, layout=suite.data.get("layout"))
+    problems = list(cohort.problems)
+    modalities = set(suite.task_options.get("modalities", []))
+    series = cohort.series
+    if modalities:
+        series = series[series["modality"].isin(modalities)]
+    store = VolumeStore(opts.cache_dir / "arrays", progress=opts.progress)
+    volumes, decode_problems = store.load_many(series)
+    problems += decode_problems
+    if not volumes:
+        raise NoUsableDataError(f"no decodable image series in {data_dir}")
+    builder = TASK_BUILDERS.get(suite.task)
+    if builder is None:
+        raise HarnessError(f"suite {suite.name!r}: unknown task {suite.task!r}")
+    task_data, task_problems = builder(
+        cohort,
+        {sid: v.array for sid, v in volumes.items()},
+        {sid: v.content_key for sid, v in volumes.items()},
+        **suite.task_options,
+    )
+    problems += task_problems
+    fingerprint = dataset_fingerprint(cohort, store)
+    log(
+        f"data: {data_dir} ({cohort.layout}): {task_data.samples['patient_id'].nunique()} patients, "
+        f"{len(task_data)} samples; {store.n_decoded} series decoded, {store.n_cache_hits} from cache"
+    )
+    return PreparedData(data_dir, dataset_name, task_data, fingerprint, problems)
+
+
+# -- stage 2: split manifests ----------------------------------------------------------
+def prepare_manifests(
+    suite: SuiteConfig, opts: RunOptions, data: PreparedData, protocols: list[str], seed: int, out_dir: Path
+) -> dict[str, tuple[SplitManifest, Path]]:
+    """One manifest per protocol: supplied, reused from the cache, or created."""
+    samples = data.task_data.samples
+    manifests: dict[str, tuple[SplitManifest, Path]] = {}
+    if opts.split_manifest is not None:
+        manifest = SplitManifest.load(opts.split_manifest)
+        validate_manifest(manifest, samples, dataset_fingerprint=data.fingerprint)
+        plan = {manifest.protocol: manifest}
+    else:
+        plan = {}
+        for name in protocols:
+            params = suite.protocols.get(name, {})
+            get_protocol(name)  # fail early on an unknown name
+            path = (
+                opts.cache_dir / "manifests"
+                / f"{suite.name}-{name}-s{seed}-{data.fingerprint[:16]}.json"
+            )
+            manifest, reused = load_or_create_manifest(
+                path, name, samples, seed=seed, task=data.task_data.target_kind,
+                dataset_fingerprint=data.fingerprint, **params,
+            )
+            log(f"split {name}: {'reused' if reused else 'created'} manifest sha256 {manifest.sha256[:12]}")
+            plan[name] = manifest
+    for name, manifest in plan.items():
+        path = out_dir / "manifests" / f"{name}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        manifest.save(path)
+        manifests[name] = (manifest, path)
+    return manifests
+
+
+# -- stage 3: folds --------------------------------------------------------------------
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        frame.to_csv(fh, index=False)
+    os.replace(tmp, path)
+
+
+def fit_predict_fold(
+    baseline: Baseline, data: TaskData, fold: Any, ctx: FitContext
+) -> tuple[pd.DataFrame, float]:
+    """Fit on the fold's train (and val), predict its test samples; returns predictions."""
+    train = data.subset(fold.train)
+    val = data.subset(fold.val) if fold.val else None
+    test = data.subset(fold.test)
+    started = time.perf_counter()
+    baseline.fit(train, val, ctx)
+    y_pred = np.asarray(baseline.predict(test))
+    if len(y_pred) != len(test):
+        raise HarnessError(
+            f"baseline {baseline.name!r} returned {len(y_pred)} predictions for {len(test)} samples"
+        )
+    seconds = time.perf_counter() - started
+    frame = pd.DataFrame(
+        {
+            "sample_id": test.samples["sample_id"].to_numpy(),
+            "patient_id": test.samples["patient_id"].to_numpy(),
+            "fold": fold.index,
+            "y_true": test.y,
+            "y_pred": y_pred,
+        }
+    )
+    return frame, seconds
+
+
+def _read_predictions(path: Path, target_kind: str) -> pd.DataFrame:
+    frame = pd.read_csv(path, dtype={"sample_id": str, "patient_id": str})
+    if target_kind == "classification":
+        frame["y_true"] = frame["y_true"].astype(str)
+        frame["y_pred"] = frame["y_pred"].astype(str)
+    return frame
+
+
+def _fold_counts(data: TaskData, fold: Any) -> dict[str, int]:
+    pid = data.samples.set_index("sample_id")["patient_id"]
+    counts = {}
+    for role in ("train", "val", "test"):
+        ids = getattr(fold, role)
+        counts[f"n_{role}_samples"] = len(ids)
+        counts[f"n_{role}_patients"] = int(pid.loc[list(ids)].nunique()) if ids else 0
+    return counts
+
+
+def run_baseline_protocol(
+    *,
+    suite: SuiteConfig,
+    opts: RunOptions,
+    data: PreparedData,
+    baseline_name: str,
+    protocol: str,
+    manifest: SplitManifest,
+    manifest_path: Path,
+    seed: int,
+    tracker: Any,
+    common_tags: dict[str, str],
+    out_dir: Path,
+    result: RunResult,
+) -> tuple[list[pd.DataFrame], Any]:
+    """All folds of one baseline under one protocol, with its fold runs.
+
+    Returns the fold predictions and the still-open parent run (None without tracking),
+    which the caller finishes once it has logged the pooled metrics.
+    """
+    cls = get_baseline(baseline_name)
+    params = suite.baseline_params.get(baseline_name, {})
+    resolved = cls(profile=opts.profile, **params).get_params()
+    task = data.task_data
+    key_obj = {
+        "suite": suite.name, "task": suite.task, "task_options": suite.task_options,
+        "baseline": baseline_name, "params": resolved, "manifest": manifest.sha256,
+        "seed": seed, "dataset": data.fingerprint, "version": __version__,
+    }
+    run_key = _digest(key_obj)[:32]
+    leaky = bool(manifest.leaky or get_protocol(manifest.protocol).leaky)
+    tags = {
+        **common_tags,
+        "baseline": baseline_name,
+        "protocol": protocol,
+        "leaky_protocol": str(leaky).lower(),
+        "manifest_sha256": manifest.sha256,
+    }
+    run_params = {
+        "suite": suite.name, "task": suite.task, "baseline": baseline_name, "protocol": protocol,
+        "seed": seed, "device": opts.device, "data": str(data.data_dir),
+        **{f"baseline.{k}": v for k, v in resolved.items()},
+        **{f"protocol.{k}": v for k, v in manifest.params.items()},
+        **{f"task.{k}": v for k, v in suite.task_options.items()},
+        **{f"data.{k}": v for k, v in suite.data.items()},
+    }
+    parent = tracker.open_parent(run_key, f"{baseline_name} | {protocol}", run_params, tags) if tracker else None
+    logged = parent.finished_folds() if parent else set()
+    fold_dir = opts.cache_dir / "folds" / run_key
+    frames: list[pd.DataFrame] = []
+    try:
+        for fold in manifest.folds:
+            pred_path = fold_dir / f"fold{fold.index}.csv"
+            fold_tags = {"baseline": baseline_name, "protocol": protocol}
+            if pred_path.exists():
+                frame = _read_predictions(pred_path, task.target_kind)
+                seconds = float("nan")
+                result.folds_reused += 1
+                fold_tags["resumed_from_cache"] = "true"
+            else:
+                ctx = FitContext(
+                    seed=seed, device=opts.device, profile=opts.profile,
+                    work_dir=opts.cache_dir, log=log,
+                )
+                model = cls(profile=opts.profile, **params)
+                frame, seconds = fit_predict_fold(model, task, fold, ctx)
+                _write_csv_atomic(frame, pred_path)
+                if ctx.history:
+                    _write_csv_atomic(pd.DataFrame(ctx.history), fold_dir / f"fold{fold.index}-history.csv")
+                result.folds_fitted += 1
+            frames.append(frame)
+            log(f"  {baseline_name} | {protocol} | fold {fold.index}: {len(frame)} test samples"
+                + (" (from cache)" if seconds != seconds else f" in {seconds:.1f}s"))
+            if parent is not None and fold.index not in logged:
+                metrics = {
+                    m: compute_metric(m, frame["y_true"].to_numpy(), frame["y_pred"].to_numpy(), task.classes)
+                    for m in suite.metrics
+                }
+                if seconds == seconds:
+                    metrics["fit_predict_seconds"] = seconds
+                from harness.tracking import FoldRecord
+
+                parent.log_fold(
+                    FoldRecord(
+                        index=fold.index,
+                        params={"fold": fold.index, **_fold_counts(task, fold)},
+                        metrics=metrics,
+                        tags=fold_tags,
+                        artifacts=[pred_path],
+                    ),
+                    run_name=f"{baseline_name} | {protocol} | fold {fold.index}",
+                )
+        pooled = pd.concat(frames, ignore_index=True)
+        pred_out = out_dir / "predictions" / f"{baseline_name}__{protocol}.csv"
+        _write_csv_atomic(pooled, pred_out)
+        if parent is not None:
+            parent.log_artifact(manifest_path, "manifests")
+            parent.log_artifact(pred_out, "predictions")
+        return frames, parent
+    except BaseException:
+        if parent is not None:
+            parent.finish("FAILED")
+        raise
+
+
+# -- the whole suite -----------------------------------------------------------------
+def run_suite(suite: SuiteConfig, opts: RunOptions) -> RunResult:
+    """Run every baseline under every protocol; write summary.json and MLflow runs."""
+    seed = opts.seed if opts.seed is not None else int(suite.data.get("seed", 0))
+    baselines = opts.baselines or suite.baselines
+    protocols = opts.protocols or list(suite.protocols)
+    for name in baselines:
+        cls = get_baseline(name)
+        if suite.task not in cls.tasks:
+            raise HarnessError(f"baseline {name!r} does not support task {suite.task!r} (it supports {sorted(cls.tasks)})")
+    out_dir = Path(opts.out) if opts.out else Path("reports") / suite.name / datetime.now().strftime("%Y%m%d-%H%M%S")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+
+    data = prepare_data(suite, opts)
+    _write_problems(data.problems, out_dir / "problems.csv")
+    manifests = prepare_manifests(suite, opts, data, protocols, seed, out_dir)
+
+    tracker = None
+    if opts.tracking_uri != "none":
+        from harness.tracking import Tracker, default_tracking_uri
+
+        tracker = Tracker(opts.tracking_uri or default_tracking_uri(), experiment=f"harness/{suite.name}")
+    common_tags = {
+        "suite": suite.name,
+        "git_commit": git_commit(),
+        "dataset_fingerprint": data.fingerprint,
+        "dataset": data.dataset_name,
+        "seed": str(seed),
+        "profile": opts.profile,
+        **{f"version.{k}": v for k, v in package_versions().items()},
+    }
+    result = RunResult(out_dir=out_dir, summary={})
+    estimates: list[tuple[str, str, MetricEstimate]] = []
+    for baseline_name in baselines:
+        for protocol, (manifest, manifest_path) in manifests.items():
+            try:
+                frames, parent = run_baseline_protocol(
+                    suite=suite, opts=opts, data=data, baseline_name=baseline_name,
+                    protocol=protocol, manifest=manifest, manifest_path=manifest_path,
+                    seed=seed, tracker=tracker, common_tags=common_tags, out_dir=out_dir,
+                    result=result,
+                )
+            except HarnessError as exc:
+                result.failures.append(f"{baseline_name} | {protocol}: {exc}")
+                log(f"FAILED {baseline_name} | {protocol}: {exc}")
+                continue
+            except Exception as exc:  # a model crash must not lose the other results
+                result.failures.append(f"{baseline_name} | {protocol}: {type(exc).__name__}: {exc}")
+                log(f"FAILED {baseline_name} | {protocol}:\n{traceback.format_exc()}")
+                continue
+            for metric in suite.metrics:
+                est = estimate(metric, frames, classes=data.task_data.classes, n_boot=suite.n_boot, seed=seed)
+                estimates.append((baseline_name, protocol, est))
+                if parent is not None:
+                    parent.log_metrics({
+                        f"{metric}": est.mean, f"{metric}_ci95_lo": est.ci95[0],
+                        f"{metric}_ci95_hi": est.ci95[1], f"{metric}_n_patients": est.n_patients,
+                    })
+            if parent is not None:
+                parent.finish()
+    summary = build_summary(
+        suite=suite,
+        dataset_name=data.dataset_name,
+        fingerprint=data.fingerprint,
+        task_data=data.task_data,
+        estimates=estimates,
+        manifests={p: m for p, (m, _) in manifests.items()},
+        failures=result.failures,
+        seconds=time.perf_counter() - started,
+        seed=seed,
+    )
+    write_json(summary, out_dir / "summary.json")
+    result.summary = summary
+    print(format_table(summary))
+    print(f"\nsummary: {out_dir / 'summary.json'}")
+    if tracker is not None:
+        print(f"MLflow runs: experiment 'harness/{suite.name}' in {tracker.tracking_uri} "
+              "(open with: python -m harness ui)")
+    return result
+
+
+def _write_problems(problems: list[Problem], path: Path) -> None:
+    if problems:
+        log(f"{len(problems)} problem(s) in the input (also in {path}):")
+        for p in problems[:50]:
+            log(f"  {p}")
+        if len(problems) > 50:
+            log(f"  ... and {len(problems) - 50} more")
+    _write_csv_atomic(pd.DataFrame([{"path": p.path, "reason": p.reason} for p in problems],
+                                   columns=["path", "reason"]), path)

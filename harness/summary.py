@@ -1,0 +1,117 @@
+"""summary.json, the machine-readable result, and the comparison table printed after a run."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+from harness.metrics import MetricEstimate
+from harness.splits import SplitManifest, get_protocol
+from harness.suite import SuiteConfig
+from harness.tasks import TaskData
+
+
+def build_summary(
+    *,
+    suite: SuiteConfig,
+    dataset_name: str,
+    fingerprint: str,
+    task_data: TaskData,
+    estimates: Iterable[tuple[str, str, MetricEstimate]],
+    manifests: dict[str, SplitManifest],
+    failures: list[str],
+    seconds: float,
+    seed: int,
+) -> dict[str, Any]:
+    """One entry per baseline x protocol x metric, with its CI and sample sizes."""
+    results = [
+        {
+            "baseline": baseline,
+            "protocol": protocol,
+            "leaky_protocol": bool(manifests[protocol].leaky or get_protocol(manifests[protocol].protocol).leaky),
+            "metric": est.metric,
+            "mean": _num(est.mean),
+            "ci95": [_num(est.ci95[0]), _num(est.ci95[1])],
+            "n_patients": est.n_patients,
+            "n_samples": est.n_samples,
+            "n_folds": est.n_folds,
+            "fold_values": [_num(v) for v in est.fold_values],
+        }
+        for baseline, protocol, est in estimates
+    ]
+    return {
+        "suite": suite.name,
+        "task": suite.task,
+        "dataset": {
+            "name": dataset_name,
+            "fingerprint": fingerprint,
+            "n_patients": int(task_data.samples["patient_id"].nunique()),
+            "n_samples": len(task_data),
+        },
+        "seed": seed,
+        "results": results,
+        "manifests": {protocol: m.sha256 for protocol, m in manifests.items()},
+        "failures": failures,
+        "seconds": round(seconds, 1),
+        "config": suite.to_dict(),
+    }
+
+
+def _num(value: float) -> float | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
+def write_json(obj: Any, path: Path) -> None:
+    """Write atomically, so a reader never sees half a summary."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(obj, fh, indent=2, sort_keys=False)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+def _cell(entry: dict[str, Any] | None) -> str:
+    if entry is None or entry["mean"] is None:
+        return "-"
+    lo, hi = entry["ci95"]
+    ci = f" [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else ""
+    return f"{entry['mean']:.3f}{ci}"
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    """Protocols side by side: one row per metric x baseline, one column per protocol."""
+    results = summary["results"]
+    protocols = list(dict.fromkeys(r["protocol"] for r in results))
+    leaky = {r["protocol"]: r["leaky_protocol"] for r in results}
+    baselines = list(dict.fromkeys(r["baseline"] for r in results))
+    metrics = list(dict.fromkeys(r["metric"] for r in results))
+    index = {(r["baseline"], r["protocol"], r["metric"]): r for r in results}
+    n_patients = {p: next((r["n_patients"] for r in results if r["protocol"] == p), 0) for p in protocols}
+    headers = ["metric", "baseline"] + [
+        f"{p}{' (LEAKY)' if leaky[p] else ''}" for p in protocols
+    ]
+    rows = [
+        [m, b] + [_cell(index.get((b, p, m))) for p in protocols]
+        for m in metrics
+        for b in baselines
+    ]
+    rows.append(["", "test patients"] + [str(n_patients[p]) for p in protocols])
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
+    ds = summary["dataset"]
+    lines = [
+        f"suite {summary['suite']} on {ds['name']}: {ds['n_patients']} patients, "
+        f"{ds['n_samples']} samples (mean over folds [95% CI, patient-level bootstrap])",
+        "  ".join(h.ljust(w) for h, w in zip(headers, widths)),
+        "  ".join("-" * w for w in widths),
+    ]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in rows]
+    if any(leaky.values()):
+        lines.append("LEAKY: the protocol lets one patient's samples sit in both training and test.")
+    if summary.get("failures"):
+        lines.append("FAILED: " + "; ".join(summary["failures"]))
+    return "\n".join(lines)

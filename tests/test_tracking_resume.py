@@ -1,0 +1,128 @@
+"""MLflow structure, resume after SIGKILL, and no identifying DICOM tags in any output."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from conftest import subprocess_env
+from test_runner import TINY_SUITE, run_tiny
+
+
+def _client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def test_mlflow_parent_per_baseline_protocol_and_nested_fold_runs(tiny_rembrandt, session_cache, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = run_tiny(tiny_rembrandt, session_cache, tmp_path / "out", tracking=uri)
+    client = _client(uri)
+    exp = client.get_experiment_by_name("harness/tiny-grading")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert {(r.data.tags["baseline"], r.data.tags["protocol"]) for r in parents} == {
+        (b, p) for b in ("majority", "logreg_dwtdct") for p in ("row_random", "patient_kfold")
+    }
+    assert all(r.info.status == "FINISHED" for r in runs)
+    for parent in parents:
+        kids = [c for c in children if c.data.tags["mlflow.parentRunId"] == parent.info.run_id]
+        expected = 1 if parent.data.tags["protocol"] == "row_random" else 3
+        assert sorted(int(k.data.tags["harness.fold"]) for k in kids) == list(range(expected))
+        tags = parent.data.tags
+        assert tags["dataset_fingerprint"] == result.summary["dataset"]["fingerprint"]
+        assert tags["manifest_sha256"] == result.summary["manifests"][tags["protocol"]]
+        assert tags["seed"] and tags["git_commit"] and tags["version.mlflow"]
+        assert parent.data.params["baseline"] == tags["baseline"]
+        assert "accuracy" in parent.data.metrics and "accuracy_ci95_lo" in parent.data.metrics
+        artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+        assert artifacts == {"manifests", "predictions"}
+
+
+def _fold_files(cache: Path) -> list[Path]:
+    return sorted(cache.glob("folds/*/fold*.csv"))
+
+
+def test_sigkill_mid_run_resumes_without_refitting_and_leaves_nothing_running(tiny_rembrandt, tmp_path):
+    suite = json.loads(json.dumps(TINY_SUITE))
+    suite["baselines"] = {"default": ["slow_baseline:SlowMajority"]}
+    suite["protocols"] = {"patient_kfold": {"n_splits": 3}}
+    suite_path = tmp_path / "suite.toml"
+    suite_path.write_text(_to_toml(suite))
+    cache, uri = tmp_path / "cache", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cmd = [sys.executable, "-m", "harness", "--cache-dir", str(cache), "--no-progress", "run",
+           "--suite", str(suite_path), "--data", str(tiny_rembrandt), "--tracking-uri", uri]
+    env = subprocess_env(Path(__file__).parent / "helpers")
+    env["SLOW_BASELINE_SECONDS"] = "4"
+    proc = subprocess.Popen(cmd + ["--out", str(tmp_path / "a")], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 240
+    while not _fold_files(cache) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert _fold_files(cache), proc.communicate()[0].decode()[-3000:]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = len(_fold_files(cache))
+    assert 1 <= done_before < 3
+
+    env["SLOW_BASELINE_SECONDS"] = "0"
+    second = subprocess.run(cmd + ["--out", str(tmp_path / "b")], env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.stderr.count("(from cache)") == done_before
+    assert len(_fold_files(cache)) == 3
+
+    client = _client(uri)
+    exp = client.get_experiment_by_name("harness/tiny-grading")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"  # resumed, not duplicated
+    finished_folds = [int(r.data.tags["harness.fold"]) for r in runs
+                      if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id
+                      and r.info.status == "FINISHED"]
+    assert sorted(finished_folds) == [0, 1, 2]
+
+
+def test_identifying_dicom_tags_never_reach_outputs(tiny_rembrandt, session_cache, tmp_path, capfd):
+    some_file = next(tiny_rembrandt.rglob("*.dcm"))
+    ds = pydicom.dcmread(some_file, stop_before_pixels=True)
+    # (the birth date is left out: an 8-digit date may occur by chance inside binary data)
+    secrets = [str(ds.PatientName), str(ds.get("PatientAddress", ""))]
+    assert all(secrets), "the synthetic writer should plant fake identifying tags"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_tiny(tiny_rembrandt, session_cache, tmp_path / "out", tracking=uri, baselines=["majority"])
+    captured = capfd.readouterr()
+    blobs = [captured.out, captured.err]
+    for path in list((tmp_path / "out").rglob("*")) + [tmp_path / "mlflow.db"]:
+        if path.is_file():
+            blobs.append(path.read_bytes().decode("latin-1"))
+    for path in (tmp_path / "mlflow.db").parent.rglob("artifacts/**/*"):
+        if path.is_file():
+            blobs.append(path.read_bytes().decode("latin-1"))
+    for secret in secrets:
+        assert not any(secret in blob for blob in blobs), f"{secret!r} leaked"
+
+
+def _to_toml(obj: dict, prefix: str = "") -> str:
+    """Enough TOML for the suite dicts used in tests."""
+    lines, tables = [], []
+    for key, value in obj.items():
+        if isinstance(value, dict):
+            tables.append((key, value))
+        else:
+            lines.append(f"{key} = {json.dumps(value)}")
+    out = "\n".join(lines) + "\n"
+    for key, value in tables:
+        name = f"{prefix}{key}"
+        out += f"\n[{name}]\n" + _to_toml(value, prefix=name + ".")
+    return out
