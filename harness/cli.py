@@ -18,21 +18,30 @@ def _csv_list(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+def _add_common_options(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument(
+        "--cache-dir", type=Path, default=default,
+        help="where generated cohorts, decoded arrays, features, manifests and finished folds "
+        "are cached (default: ./.harness-cache or $HARNESS_CACHE_DIR)",
+    )
+    parser.add_argument("--no-progress", action="store_true",
+                        default=False if default is not argparse.SUPPRESS else argparse.SUPPRESS,
+                        help="hide progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m harness",
         description="Benchmark and audit harness for brain-tumour MRI models: runs baselines "
         "under patient-level splits next to the published leaky protocols, logs to MLflow.",
     )
-    parser.add_argument(
-        "--cache-dir", type=Path, default=Path(os.environ.get("HARNESS_CACHE_DIR", ".harness-cache")),
-        help="where generated cohorts, decoded arrays, features, manifests and finished folds "
-        "are cached (default: ./.harness-cache or $HARNESS_CACHE_DIR)",
-    )
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_common_options(parser, default=Path(os.environ.get("HARNESS_CACHE_DIR", ".harness-cache")))
+    # The same options after the subcommand (`run --suite x --no-progress`) override.
+    common = argparse.ArgumentParser(add_help=False)
+    _add_common_options(common, default=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run a suite: every baseline under every protocol")
+    run = sub.add_parser("run", parents=[common], help="run a suite: every baseline under every protocol")
     run.add_argument("--suite", required=True, help="suite name (see `list`) or path to a .toml file")
     run.add_argument("--data", type=Path, help="dataset folder (default: the suite's synthetic cohort)")
     run.add_argument("--baselines", type=_csv_list, help="comma-separated baselines (default: the suite's)")
@@ -45,9 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--split-manifest", type=Path, help="use this split manifest (JSON) instead of creating one")
     run.add_argument("--device", default="cpu", help="torch device for neural baselines: cpu, cuda, cuda:1 ...")
 
-    data = sub.add_parser("data", help="generate or check datasets")
+    data = sub.add_parser("data", parents=[common], help="generate or check datasets")
     data_sub = data.add_subparsers(dest="data_command", required=True)
-    synth = data_sub.add_parser("synth", help="write a known-truth synthetic cohort in a real layout")
+    synth = data_sub.add_parser("synth", parents=[common], help="write a known-truth synthetic cohort in a real layout")
     synth.add_argument("--cohort", choices=SYNTH_FLAVOURS, required=True)
     synth.add_argument("--out", type=Path, required=True, help="folder to create (must be empty or absent)")
     synth.add_argument("--patients", type=int, help="number of patients (default: the flavour's)")
@@ -56,14 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="growth: labels follow the imaged tumour (positive control); "
                        "none: labels drawn independently (negative control)")
     synth.add_argument("--grid-mm", type=float, default=2.0, help="voxel size of the working grid in mm")
-    check = data_sub.add_parser("check", help="recognise a dataset's layout and list what is in it and what is broken")
+    check = data_sub.add_parser("check", parents=[common], help="recognise a dataset's layout and list what is in it and what is broken")
     check.add_argument("dir", type=Path)
     check.add_argument("--layout", choices=SYNTH_FLAVOURS, help="skip detection")
     check.add_argument("--no-decode", action="store_true", help="index only; do not decode pixel data")
 
-    sub.add_parser("list", help="list suites, baselines, split protocols and cohort flavours")
+    sub.add_parser("list", parents=[common], help="list suites, baselines, split protocols and cohort flavours")
 
-    ui = sub.add_parser("ui", help="start the MLflow UI for the local store")
+    ui = sub.add_parser("ui", parents=[common], help="start the MLflow UI for the local store")
     ui.add_argument("--tracking-uri", help="store to show (default: sqlite:///mlflow/mlflow.db)")
     ui.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
     ui.add_argument("--port", type=int, default=5000)

@@ -229,12 +229,8 @@ def run_baseline_protocol(
     common_tags: dict[str, str],
     out_dir: Path,
     result: RunResult,
-) -> tuple[list[pd.DataFrame], Any]:
-    """All folds of one baseline under one protocol, with its fold runs.
-
-    Returns the fold predictions and the still-open parent run (None without tracking),
-    which the caller finishes once it has logged the pooled metrics.
-    """
+) -> list[MetricEstimate]:
+    """All folds of one baseline under one protocol: fold runs, then the parent's metrics."""
     cls = get_baseline(baseline_name)
     params = suite.baseline_params.get(baseline_name, {})
     resolved = cls(profile=opts.profile, **params).get_params()
@@ -310,10 +306,20 @@ def run_baseline_protocol(
         pooled = pd.concat(frames, ignore_index=True)
         pred_out = out_dir / "predictions" / f"{baseline_name}__{protocol}.csv"
         _write_csv_atomic(pooled, pred_out)
+        estimates = [
+            estimate(metric, frames, classes=task.classes, n_boot=suite.n_boot, seed=seed)
+            for metric in suite.metrics
+        ]
         if parent is not None:
             parent.log_artifact(manifest_path, "manifests")
             parent.log_artifact(pred_out, "predictions")
-        return frames, parent
+            for est in estimates:
+                parent.log_metrics({
+                    est.metric: est.mean, f"{est.metric}_ci95_lo": est.ci95[0],
+                    f"{est.metric}_ci95_hi": est.ci95[1], f"{est.metric}_n_patients": est.n_patients,
+                })
+            parent.finish()
+        return estimates
     except BaseException:
         if parent is not None:
             parent.finish("FAILED")
@@ -357,7 +363,7 @@ def run_suite(suite: SuiteConfig, opts: RunOptions) -> RunResult:
     for baseline_name in baselines:
         for protocol, (manifest, manifest_path) in manifests.items():
             try:
-                frames, parent = run_baseline_protocol(
+                found = run_baseline_protocol(
                     suite=suite, opts=opts, data=data, baseline_name=baseline_name,
                     protocol=protocol, manifest=manifest, manifest_path=manifest_path,
                     seed=seed, tracker=tracker, common_tags=common_tags, out_dir=out_dir,
@@ -371,16 +377,7 @@ def run_suite(suite: SuiteConfig, opts: RunOptions) -> RunResult:
                 result.failures.append(f"{baseline_name} | {protocol}: {type(exc).__name__}: {exc}")
                 log(f"FAILED {baseline_name} | {protocol}:\n{traceback.format_exc()}")
                 continue
-            for metric in suite.metrics:
-                est = estimate(metric, frames, classes=data.task_data.classes, n_boot=suite.n_boot, seed=seed)
-                estimates.append((baseline_name, protocol, est))
-                if parent is not None:
-                    parent.log_metrics({
-                        f"{metric}": est.mean, f"{metric}_ci95_lo": est.ci95[0],
-                        f"{metric}_ci95_hi": est.ci95[1], f"{metric}_n_patients": est.n_patients,
-                    })
-            if parent is not None:
-                parent.finish()
+            estimates += [(baseline_name, protocol, est) for est in found]
     summary = build_summary(
         suite=suite,
         dataset_name=data.dataset_name,

@@ -103,16 +103,15 @@ def grading_task(
 ) -> tuple[TaskData, list[Problem]]:
     """Grade classification, one sample per axial slice of each chosen series.
 
-    Patients without a grade are left out and reported; so are series that failed to
-    decode (they are absent from ``volumes``).
+    Patients without a grade are left out, and so are series that failed to decode
+    (they are absent from ``volumes``); the adapter and the store report both.
     """
     problems: list[Problem] = []
     patients = cohort.patients.set_index("patient_id")
     grades: dict[str, str] = {}
     for pid, grade in patients["grade"].items():
-        if pd.isna(grade) or str(grade).strip() == "":
-            problems.append(Problem(str(pid), "no grade: patient left out of the grading task"))
-        else:
+        # A missing grade is reported by the adapter, naming the clinical file.
+        if not (pd.isna(grade) or str(grade).strip() == ""):
             grades[str(pid)] = str(grade).strip()
     class_list = list(classes) if classes else _ordered_classes(grades.values())
     wanted = set(modalities)

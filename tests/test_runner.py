@@ -94,3 +94,25 @@ def test_supplied_manifest_with_patient_on_both_sides_is_refused(tiny_rembrandt,
     result = run_tiny(tiny_rembrandt, session_cache, tmp_path / "out3", split_manifest=leaky_path,
                       baselines=["majority"])
     assert all(r["leaky_protocol"] for r in result.summary["results"])
+
+
+def test_bad_files_are_named_and_the_rest_of_the_cohort_is_used(tiny_rembrandt, tmp_path):
+    import shutil
+
+    cohort = tmp_path / "cohort"
+    shutil.copytree(tiny_rembrandt, cohort)
+    # series the tiny suite reads (T1post and FLAIR)
+    series_dirs = sorted({p.parent for p in cohort.rglob("*.dcm") if "POST" in p.parent.name or "FLAIR" in p.parent.name})
+    truncated = sorted(series_dirs[0].glob("*.dcm"))[3]
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    not_dicom = series_dirs[1] / "notes.dcm"
+    not_dicom.write_text("this is not a DICOM file")
+    odd_patient = series_dirs[2].parts[len(cohort.parts)]
+    result = run_tiny(cohort, tmp_path / "cache", tmp_path / "out", baselines=["majority"])
+    problems = (tmp_path / "out" / "problems.csv").read_text()
+    assert truncated.name in problems and str(truncated.parent.name) in problems
+    assert "notes.dcm" in problems
+    assert result.failures == []
+    # every patient with images and a grade still takes part
+    preds = (tmp_path / "out" / "predictions" / "majority__patient_kfold.csv").read_text()
+    assert odd_patient in preds
