@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import signal
 import subprocess
@@ -12,6 +13,9 @@ from pathlib import Path
 from harness.errors import HarnessError
 
 SYNTH_FLAVOURS = ("rembrandt", "btp", "brats20")
+#: Modules that add subcommands: each has ``add_commands(subparsers, common_parent)`` and
+#: sets ``func`` on its parsers, so a capability brings its own CLI without editing this file.
+PLUGIN_COMMAND_MODULES: tuple[str, ...] = ()
 
 
 def _csv_list(text: str) -> list[str]:
@@ -70,12 +74,18 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--layout", choices=SYNTH_FLAVOURS, help="skip detection")
     check.add_argument("--no-decode", action="store_true", help="index only; do not decode pixel data")
 
-    sub.add_parser("list", parents=[common], help="list suites, baselines, split protocols and cohort flavours")
+    sub.add_parser("list", parents=[common], help="list suites, baselines, split protocols and cohort flavours").set_defaults(func=cmd_list)
 
     ui = sub.add_parser("ui", parents=[common], help="start the MLflow UI for the local store")
     ui.add_argument("--tracking-uri", help="store to show (default: sqlite:///mlflow/mlflow.db)")
     ui.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
     ui.add_argument("--port", type=int, default=5000)
+    ui.set_defaults(func=cmd_ui)
+    run.set_defaults(func=cmd_run)
+    synth.set_defaults(func=cmd_synth)
+    check.set_defaults(func=cmd_check)
+    for module_name in PLUGIN_COMMAND_MODULES:
+        importlib.import_module(module_name).add_commands(sub, common)
     return parser
 
 
@@ -173,11 +183,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"run": cmd_run, "list": cmd_list, "ui": cmd_ui}
     try:
-        if args.command == "data":
-            return cmd_synth(args) if args.data_command == "synth" else cmd_check(args)
-        return handlers[args.command](args)
+        return int(args.func(args))
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

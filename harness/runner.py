@@ -327,8 +327,18 @@ def run_baseline_protocol(
 
 
 # -- the whole suite -----------------------------------------------------------------
+#: Tasks whose samples are not rows with one target (e.g. segmentation) bring their own
+#: suite runner, "module:function" with the signature of :func:`run_suite`.
+SUITE_RUNNERS: dict[str, str] = {}
+
+
 def run_suite(suite: SuiteConfig, opts: RunOptions) -> RunResult:
     """Run every baseline under every protocol; write summary.json and MLflow runs."""
+    if suite.task in SUITE_RUNNERS:
+        module_name, _, func = SUITE_RUNNERS[suite.task].partition(":")
+        import importlib
+
+        return getattr(importlib.import_module(module_name), func)(suite, opts)
     seed = opts.seed if opts.seed is not None else int(suite.data.get("seed", 0))
     baselines = opts.baselines or suite.baselines
     protocols = opts.protocols or list(suite.protocols)
