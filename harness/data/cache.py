@@ -77,7 +77,8 @@ class StatMemo:
     def __init__(self, db_path: Path):
         db_path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(db_path), timeout=60)
-        self._db.execute("PRAGMA synchronous=NORMAL")  # a lost memo row only costs a re-hash
+        # A lost memo row only costs a re-hash, so no fsync per commit.
+        self._db.execute("PRAGMA synchronous=OFF")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS memo (path TEXT PRIMARY KEY, size INTEGER, "
             "mtime_ns INTEGER, digest TEXT)"
@@ -114,10 +115,10 @@ def _atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # No fsync: os.replace is atomic for a killed process, and after a power loss a
+        # short .npy fails _npy_complete's size check and is rebuilt.
         with os.fdopen(fd, "wb") as fh:
             write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -137,7 +138,8 @@ def _read_entry(entries_dir: Path, key: str, *, with_array: bool = True
             return meta, None
         if not with_array:
             return (meta, None) if _npy_complete(npy, meta["shape"]) else None
-        arr = np.load(npy, allow_pickle=False)
+        # Memory-mapped: a cohort of any size costs page cache, not heap.
+        arr = np.load(npy, allow_pickle=False, mmap_mode="r")
         if list(arr.shape) != meta["shape"] or arr.dtype != np.float32:
             return None
         return meta, arr

@@ -102,6 +102,88 @@ def _truncation(ds) -> str | None:
     return None
 
 
+_NATIVE_DTYPES = {(8, 0): np.uint8, (8, 1): np.int8, (16, 0): "<u2", (16, 1): "<i2",
+                  (32, 0): "<u4", (32, 1): "<i4"}
+
+#: Header fields decode_dicom needs, with their tag and value representation.
+_HEADER_TAGS: dict[str, tuple[int, str]] = {
+    "Rows": (0x00280010, "US"),
+    "Columns": (0x00280011, "US"),
+    "BitsAllocated": (0x00280100, "US"),
+    "BitsStored": (0x00280101, "US"),
+    "PixelRepresentation": (0x00280103, "US"),
+    "SamplesPerPixel": (0x00280002, "US"),
+    "NumberOfFrames": (0x00280008, "IS"),
+    "RescaleSlope": (0x00281053, "DS"),
+    "RescaleIntercept": (0x00281052, "DS"),
+    "ImagePositionPatient": (0x00200032, "DS"),
+    "ImageOrientationPatient": (0x00200037, "DS"),
+    "InstanceNumber": (0x00200013, "IS"),
+}
+
+
+def _header(ds) -> dict[str, object]:
+    """The few header values decoding needs, read from the raw bytes when possible.
+
+    Why: each ``ds.Attribute`` access converts a raw element through pydicom's general
+    machinery, which for a small MR slice costs as much as decoding its pixels. For a
+    little-endian file the values are parsed here directly (US as 2-byte ints, IS/DS as
+    backslash-separated text); anything else goes through pydicom.
+    """
+    from pydicom.dataelem import RawDataElement
+
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    little = syntax is not None and syntax.is_little_endian
+    out: dict[str, object] = {}
+    for name, (tag, vr) in _HEADER_TAGS.items():
+        elem = ds.get_item(tag)
+        if elem is None:
+            continue
+        if little and isinstance(elem, RawDataElement) and isinstance(elem.value, bytes):
+            raw = elem.value
+            if vr == "US":
+                if len(raw) < 2:
+                    continue
+                out[name] = int.from_bytes(raw[:2], "little")
+            else:
+                parts = raw.decode("ascii", "replace").strip(" \x00").split("\\")
+                out[name] = parts if len(parts) > 1 else parts[0]
+        else:
+            value = ds.get(name)
+            if value is not None:
+                out[name] = list(value) if vr == "DS" and not isinstance(value, (str, float, int)) else value
+    return out
+
+
+def _uncompressed_pixels(ds, hdr: dict[str, object]) -> np.ndarray | None:
+    """Pixels of a plain little-endian, single-sample slice straight from its bytes.
+
+    Why: ``Dataset.pixel_array`` is general (any codec, any layout) and its bookkeeping
+    costs more than the decode itself for the common uncompressed MR slice. Anything
+    unusual (compressed, big-endian, colour, sign bits to extend, short data) returns
+    None and goes through pydicom.
+    """
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is None or syntax.is_compressed or not syntax.is_little_endian:
+        return None
+    try:
+        rows, cols = int(hdr["Rows"]), int(hdr["Columns"])  # type: ignore[arg-type]
+        bits = int(hdr["BitsAllocated"])  # type: ignore[arg-type]
+        stored = int(hdr.get("BitsStored", bits))  # type: ignore[arg-type]
+        signed = int(hdr["PixelRepresentation"])  # type: ignore[arg-type]
+        samples = int(hdr.get("SamplesPerPixel", 1))  # type: ignore[arg-type]
+        frames = int(hdr.get("NumberOfFrames", 1) or 1)  # type: ignore[arg-type]
+    except (KeyError, TypeError, ValueError):
+        return None
+    dtype = _NATIVE_DTYPES.get((bits, signed))
+    if dtype is None or samples != 1 or frames != 1 or (signed and stored != bits):
+        return None
+    data = ds.PixelData
+    if len(data) < rows * cols * (bits // 8):
+        return None  # let pydicom say what is wrong
+    return np.frombuffer(data, dtype=dtype, count=rows * cols).reshape(rows, cols)
+
+
 def decode_dicom(blobs: Sequence[bytes], names: Sequence[str] | None = None) -> Decoded:
     """Decode the slices of one series from their bytes.
 
@@ -115,7 +197,7 @@ def decode_dicom(blobs: Sequence[bytes], names: Sequence[str] | None = None) -> 
 
     names = list(names) if names is not None else [str(i) for i in range(len(blobs))]
     problems: list[tuple[int | None, str]] = []
-    slices: list[tuple[int, np.ndarray, object]] = []  # (file index, pixels, dataset)
+    slices: list[tuple[int, np.ndarray, object, dict]] = []  # (file index, pixels, dataset, header)
     for i, data in enumerate(blobs):
         if not data:
             problems.append((i, "empty file"))
@@ -136,26 +218,29 @@ def decode_dicom(blobs: Sequence[bytes], names: Sequence[str] | None = None) -> 
             hint = " (file truncated?)" if "Rows" in ds else ""
             problems.append((i, f"DICOM file has no pixel data{hint}"))
             continue
+        hdr = _header(ds)
         try:
-            px = ds.pixel_array
+            px = _uncompressed_pixels(ds, hdr)
+            if px is None:
+                px = ds.pixel_array
         except Exception as exc:
             problems.append((i, f"pixel data truncated or corrupt: {exc}"))
             continue
         if px.ndim != 2:
             problems.append((i, f"expected one 2-D slice per file, found pixel shape {px.shape}"))
             continue
-        slope = float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
-        intercept = float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
+        slope = float(hdr.get("RescaleSlope", 1.0) or 1.0)  # type: ignore[arg-type]
+        intercept = float(hdr.get("RescaleIntercept", 0.0) or 0.0)  # type: ignore[arg-type]
         arr = px.astype(np.float32)
         if slope != 1.0 or intercept != 0.0:
             arr = (arr * np.float32(slope) + np.float32(intercept)).astype(np.float32)
-        slices.append((i, arr, ds))
+        slices.append((i, arr, ds, hdr))
 
     if not slices:
         problems.append((None, "no usable DICOM slices in series"))
         return Decoded(None, (1.0, 1.0, 1.0), problems)
 
-    shapes = Counter(a.shape for _, a, _ in slices)
+    shapes = Counter(a.shape for _, a, *_ in slices)
     if len(shapes) > 1:
         found = ", ".join(f"{r}x{c} ({n} slices)" for (r, c), n in sorted(shapes.items()))
         problems.append((None, f"slices differ in shape: {found}; series rejected"))
@@ -163,20 +248,20 @@ def decode_dicom(blobs: Sequence[bytes], names: Sequence[str] | None = None) -> 
 
     # Ordering: IPP on the normal, else InstanceNumber, else file name.
     iop = None
-    for _, _, ds in slices:
-        iop = _floats(getattr(ds, "ImageOrientationPatient", None), 6)
+    for *_, hdr in slices:
+        iop = _floats(hdr.get("ImageOrientationPatient"), 6)
         if iop is not None:
             break
     normal = np.cross(iop[:3], iop[3:]) if iop is not None else np.array([0.0, 0.0, 1.0])
     positions: list[float | None] = []
-    for _, _, ds in slices:
-        ipp = _floats(getattr(ds, "ImagePositionPatient", None), 3)
+    for *_, hdr in slices:
+        ipp = _floats(hdr.get("ImagePositionPatient"), 3)
         positions.append(float(ipp @ normal) if ipp is not None else None)
     instance: list[int | None] = []
-    for _, _, ds in slices:
+    for *_, hdr in slices:
         try:
-            instance.append(int(ds.InstanceNumber))
-        except (AttributeError, TypeError, ValueError):
+            instance.append(int(hdr["InstanceNumber"]))  # type: ignore[arg-type]
+        except (KeyError, TypeError, ValueError):
             instance.append(None)
 
     idx = list(range(len(slices)))
