@@ -1,0 +1,159 @@
+"""``unet3d``: a small 3D U-Net for BraTS-style segmentation (Ren et al. 2023, CPU scale).
+
+Four input channels (T1, T1post, T2, FLAIR), three sigmoid outputs for the overlapping
+regions ET, TC, WT. Each level is two 3x3x3 convolutions with instance norm and leaky
+ReLU, as in the optimized U-Net Ren et al. build on; strided convolutions go down,
+transposed convolutions come up. Layers are grouped (``encoder``, ``middle``,
+``decoder``) so transfer learning can freeze them by name. The training loop is shared
+(harness.segmentation.training); this module only holds the model and its defaults.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+
+from baselines.registry import Baseline, FitContext, register_baseline
+from harness.errors import HarnessError
+
+try:  # torch is needed only to build or fit the model, not to list baselines
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+except ImportError:  # pragma: no cover
+    torch = None  # type: ignore[assignment]
+    nn = None  # type: ignore[assignment]
+
+#: Parameter groups for freezing, from input to output.
+FREEZE_GROUPS: tuple[str, ...] = ("encoder", "middle", "decoder", "none")
+
+
+if nn is not None:
+
+    class ConvBlock(nn.Module):
+        """Two (conv 3x3x3 -> instance norm -> leaky ReLU); the first may stride by 2."""
+
+        def __init__(self, c_in: int, c_out: int, stride: int = 1) -> None:
+            super().__init__()
+            self.net = nn.Sequential(
+                nn.Conv3d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+                nn.InstanceNorm3d(c_out, affine=True),
+                nn.LeakyReLU(0.01, inplace=True),
+                nn.Conv3d(c_out, c_out, 3, padding=1, bias=False),
+                nn.InstanceNorm3d(c_out, affine=True),
+                nn.LeakyReLU(0.01, inplace=True),
+            )
+
+        def forward(self, x: "torch.Tensor") -> "torch.Tensor":
+            return self.net(x)
+
+    class UNet3D(nn.Module):
+        """Encoder ``enc[0..L-2]`` + bottleneck ``enc[L-1]``, decoder ``up[i]``/``dec[i]``, 1x1 head.
+
+        Inputs of any size: padded to a multiple of 2**(L-1) and cropped back.
+        """
+
+        def __init__(self, in_channels: int = 4, out_channels: int = 3,
+                     widths: Sequence[int] = (8, 16, 32, 64)) -> None:
+            super().__init__()
+            widths = [int(w) for w in widths]
+            if len(widths) < 2:
+                raise HarnessError("unet3d needs at least two levels (widths)")
+            self.widths = widths
+            self.enc = nn.ModuleList(
+                [ConvBlock(in_channels, widths[0])]
+                + [ConvBlock(widths[i - 1], widths[i], stride=2) for i in range(1, len(widths))]
+            )
+            self.up = nn.ModuleList(
+                [nn.ConvTranspose3d(widths[i + 1], widths[i], 2, stride=2) for i in range(len(widths) - 1)]
+            )
+            self.dec = nn.ModuleList([ConvBlock(2 * widths[i], widths[i]) for i in range(len(widths) - 1)])
+            self.head = nn.Conv3d(widths[0], out_channels, 1)
+
+        @property
+        def multiple(self) -> int:
+            return 2 ** (len(self.widths) - 1)
+
+        def forward(self, x: "torch.Tensor") -> "torch.Tensor":
+            size = x.shape[2:]
+            m = self.multiple
+            pad = [(-s) % m for s in size]
+            if any(pad):
+                x = F.pad(x, [p for d in reversed(pad) for p in (0, d)])
+            skips = []
+            for i, block in enumerate(self.enc):
+                x = block(x)
+                if i < len(self.enc) - 1:
+                    skips.append(x)
+            for i in reversed(range(len(self.dec))):
+                x = self.dec[i](torch.cat([self.up[i](x), skips[i]], dim=1))
+            x = self.head(x)
+            return x[(...,) + tuple(slice(0, s) for s in size)]
+
+        def parameter_groups(self) -> dict[str, list["nn.Parameter"]]:
+            """Parameters by freezing group. ``middle`` is the deepest levels on both
+            sides (the paper's encoder conv 5-7 and decoder 6-4, scaled down): the last
+            encoder level, the bottleneck and the first decoder level."""
+            n = len(self.widths)
+            deep_dec = n - 2  # the decoder level right after the bottleneck
+            groups: dict[str, list[nn.Parameter]] = {
+                "encoder": [p for b in self.enc for p in b.parameters()],
+                "decoder": [p for m in (*self.up, *self.dec, self.head) for p in m.parameters()],
+                "middle": [p for m in (self.enc[n - 2], self.enc[n - 1], self.up[deep_dec], self.dec[deep_dec])
+                           for p in m.parameters()],
+                "none": [],
+            }
+            return groups
+
+
+@register_baseline
+class UNet3DBaseline(Baseline):
+    """Small 3D U-Net, 4 MRI channels -> ET/TC/WT sigmoids (Ren et al. 2023, CPU scale)."""
+
+    name: ClassVar[str] = "unet3d"
+    tasks: ClassVar[frozenset[str]] = frozenset({"segmentation"})
+    target_kinds: ClassVar[frozenset[str]] = frozenset({"segmentation"})
+    profiles: ClassVar[dict[str, dict[str, Any]]] = {
+        # CPU profile: tiny widths, few epochs, full volumes of a 4 mm grid.
+        "quick": {"widths": [8, 16, 32, 64], "epochs": 12, "lr": 3e-3, "batch_size": 2,
+                  "patience": 6, "loss": "dice_focal_edge005", "lr_decay": 0.97, "flip": True},
+        # Ren et al.: Adam, lr 6e-5 with exponential decay, no weight decay.
+        "paper": {"widths": [32, 64, 128, 256, 320], "epochs": 300, "lr": 6e-5, "batch_size": 2,
+                  "patience": 50, "loss": "dice_focal_edge005", "lr_decay": 0.99, "flip": True},
+    }
+
+    def __init__(self, profile: str = "quick", **params: Any) -> None:
+        super().__init__(profile, **params)
+        self.model: Any = None
+        self.history: list[dict[str, float]] = []
+
+    def build(self) -> "UNet3D":
+        if torch is None:  # pragma: no cover
+            raise HarnessError("unet3d needs torch: pip install torch")
+        return UNet3D(4, 3, self.params["widths"])
+
+    def fit(self, train: Any, val: Any, ctx: FitContext) -> "UNet3DBaseline":
+        """``train``/``val``: sequences of harness.segmentation.data.SegCase (pre-processed)."""
+        from harness.segmentation.training import TrainConfig, train_model
+
+        cfg = TrainConfig.from_params(self.params, seed=ctx.seed, device=ctx.device)
+        if self.model is None:
+            self.model = self.build()
+        self.model, history = train_model(self.model, list(train), list(val or []), cfg, log=ctx.log)
+        ctx.history.extend(history)
+        self.history = history
+        return self
+
+    def predict_proba(self, data: Any, device: str = "cpu") -> list[np.ndarray]:
+        from harness.segmentation.training import predict_probabilities
+
+        if self.model is None:
+            raise HarnessError("unet3d: predict before fit")
+        return predict_probabilities(self.model, list(data), device=device)
+
+    def predict(self, data: Any) -> np.ndarray:
+        """One 2023-convention label map per case (default thresholds, no post-processing)."""
+        from harness.segmentation.labels import probabilities_to_labels
+
+        return np.array([probabilities_to_labels(p) for p in self.predict_proba(data)], dtype=object)
