@@ -18,6 +18,9 @@ import numpy as np
 FLAVOURS: tuple[str, ...] = ("rembrandt", "btp", "brats20")
 DEFAULT_PATIENTS: dict[str, int] = {"rembrandt": 40, "btp": 20, "brats20": 40}
 SIGNALS: tuple[str, ...] = ("growth", "none")
+#: Channels that may carry the class alone (``signal_modality``), and the flavours that allow it.
+SIGNAL_MODALITIES: tuple[str, ...] = ("T1", "T1post", "T2", "FLAIR")
+SIGNAL_MODALITY_FLAVOURS: tuple[str, ...] = ("rembrandt", "brats20")
 
 #: Growth regimes: (rho range 1/month, white-matter D range mm^2/month) per WHO grade.
 REGIMES: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
@@ -96,6 +99,8 @@ class PatientParams:
     uid_entropy: str
     folder_ids: tuple[int, ...] = field(default_factory=tuple)  # 5-digit folder suffixes
     rng_state: int = 0  # seed for the image-noise stream
+    #: Known-truth explainability cohorts: the one channel that shows the label (None: off).
+    signal_modality: str | None = None
 
 
 def patient_id(flavour: str, index: int) -> str:
@@ -143,10 +148,21 @@ def cohort_rng(flavour: str, seed: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, _FLAVOUR_CODE[flavour], 1]))
 
 
-def draw_parameters(flavour: str, n_patients: int, seed: int = 0, signal: str = "growth") -> list[PatientParams]:
-    """Draw all patients' parameters (cheap: no anatomy, no simulation)."""
+def draw_parameters(flavour: str, n_patients: int, seed: int = 0, signal: str = "growth",
+                    signal_modality: str | None = None) -> list[PatientParams]:
+    """Draw all patients' parameters (cheap: no anatomy, no simulation).
+
+    With ``signal_modality`` (opt-in, for explainability audits) the label is drawn
+    independently of the growth regime, as under ``"none"``, and only that channel will
+    show it (see :mod:`harness.synth.imaging`); without it nothing changes.
+    """
     if flavour not in FLAVOURS:
         raise ValueError(f"unknown flavour {flavour!r}; expected one of {FLAVOURS}")
+    if signal_modality is not None:
+        if signal_modality not in SIGNAL_MODALITIES:
+            raise ValueError(f"unknown signal_modality {signal_modality!r}; expected one of {SIGNAL_MODALITIES}")
+        if flavour not in SIGNAL_MODALITY_FLAVOURS:
+            raise ValueError(f"signal_modality needs a grading flavour {SIGNAL_MODALITY_FLAVOURS}, not {flavour!r}")
     if signal not in SIGNALS:
         raise ValueError(f"unknown signal {signal!r}; expected one of {SIGNALS}")
     if n_patients < 1:
@@ -156,7 +172,7 @@ def draw_parameters(flavour: str, n_patients: int, seed: int = 0, signal: str = 
     # "none": labels are an independent shuffle of the same multiset (same proportions).
     shuffled = list(regimes)
     crng.shuffle(shuffled)
-    labels = regimes if signal == "growth" else shuffled
+    labels = regimes if signal == "growth" and signal_modality is None else shuffled
     sites = make_sites(flavour, seed)
     root = np.random.SeedSequence([seed, _FLAVOUR_CODE[flavour], 2])
     out = []
@@ -207,6 +223,7 @@ def draw_parameters(flavour: str, n_patients: int, seed: int = 0, signal: str = 
                 uid_entropy=f"synth:{flavour}:{seed}:{i}",
                 folder_ids=tuple(int(v) for v in rng.integers(10000, 100000, 24)),
                 rng_state=int(rng.integers(2**63 - 1)),
+                signal_modality=signal_modality,
             )
         )
     return out

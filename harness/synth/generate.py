@@ -103,13 +103,17 @@ def _write_csv(df: pd.DataFrame, path: Path) -> None:
 
 def generate_cohort(flavour: str, out_dir: Path, *, n_patients: int | None = None, seed: int = 0,
                     signal: str = "growth", grid_mm: float = 2.0, progress: bool = True,
-                    jobs: int | None = None) -> Path:
+                    jobs: int | None = None, signal_modality: str | None = None) -> Path:
     """Writes the cohort into out_dir (created; must be empty or absent) and returns out_dir.
 
     ``flavour`` is one of :data:`FLAVOURS`; ``n_patients`` defaults to
     :data:`DEFAULT_PATIENTS`; ``signal`` is ``"growth"`` (labels follow the tumour) or
     ``"none"`` (labels independent of it); ``jobs`` worker processes (default
-    min(2, cpu count)) never change the bytes written.
+    min(2, cpu count)) never change the bytes written. ``signal_modality`` (opt-in; one
+    of ``T1, T1post, T2, FLAIR``; rembrandt and brats20 only) makes a known-truth cohort
+    for explainability audits: labels are drawn independently of the tumour's growth and
+    only that channel shows them (an enhancing core for grades III/IV, HGG); default
+    ``None`` leaves the output unchanged.
     """
     if flavour not in FLAVOURS:
         raise HarnessError(f"unknown synthetic flavour {flavour!r}; expected one of {', '.join(FLAVOURS)}")
@@ -123,9 +127,12 @@ def generate_cohort(flavour: str, out_dir: Path, *, n_patients: int | None = Non
         raise HarnessError("n_patients must be at least 1")
     if jobs is None:
         jobs = min(2, os.cpu_count() or 1)
+    try:
+        params = draw_parameters(flavour, n, seed=seed, signal=signal, signal_modality=signal_modality)
+    except ValueError as exc:
+        raise HarnessError(str(exc)) from exc
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    params = draw_parameters(flavour, n, seed=seed, signal=signal)
     load_anatomy(grid_mm)  # warm the cache before any fork
     tasks = [(flavour, p, float(grid_mm), str(out_dir)) for p in params]
     bar = tqdm(total=n, desc=f"synth {flavour}", unit="patient", disable=not progress, file=sys.stderr)

@@ -125,9 +125,24 @@ def tumour_view(space: PatientSpace, scan: Scan, enhances: bool) -> TumourView:
     return TumourView(visible, enh.astype(np.float32), c, nec, cav, labels)
 
 
+def class_signal(tv: TumourView) -> np.ndarray:
+    """Known-truth cohorts: an enhancement-like map of the tumour core, whatever the regime.
+
+    The threshold is relative to the tumour's own peak density (capped at the usual
+    enhancing threshold), so every tumour, diffuse or compact, shows it.
+    """
+    peak = float(tv.density.max()) if tv.density.size else 0.0
+    centre = min(ENHANCING_THRESHOLD, VISIBLE_THRESHOLD + 0.6 * max(peak - VISIBLE_THRESHOLD, 0.0))
+    return (_logistic(tv.density, centre, 0.04) * ~tv.necrosis).astype(np.float32)
+
+
 def render(space: PatientSpace, tv: TumourView, p: PatientParams, channel: str, rho: float,
-           noise_seed: tuple[int, ...]) -> np.ndarray:
-    """One channel as float32 in scanner units (structural) or physical units (maps)."""
+           noise_seed: tuple[int, ...], extra: np.ndarray | None = None) -> np.ndarray:
+    """One channel as float32 in scanner units (structural) or physical units (maps).
+
+    ``extra`` (known-truth cohorts only) is added to the tissue signal before the scanner
+    effects: the class signal of the one channel that carries it.
+    """
     wm_v, gm_v, csf_v, tum_v, nec_v, cav_v, bg_w = _TISSUE[channel]
     shift_gm, shift_wm = p.contrast_shift
     base = space.wm * np.float32(wm_v + shift_wm) + space.gm * np.float32(gm_v + shift_gm) + space.csf * np.float32(csf_v)
@@ -141,6 +156,8 @@ def render(space: PatientSpace, tv: TumourView, p: PatientParams, channel: str, 
         img = img + np.float32(angio) * tv.enhancing
     if channel == "T1post":
         img = img + np.float32(ENHANCEMENT) * tv.enhancing
+    if extra is not None:
+        img = img + extra
     img = np.where(tv.necrosis, np.float32(nec_v), img)
     img = np.where(tv.cavity, np.float32(cav_v), img)
     img = img * space.brain + np.float32(bg_w) * space.t1 * ~space.brain

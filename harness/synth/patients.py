@@ -15,7 +15,16 @@ import numpy as np
 from harness.synth.anatomy import load_anatomy
 from harness.synth.cohort import PatientParams
 from harness.synth.dicom_writer import SeriesInfo, StudyInfo, fake_identity, uid, write_series
-from harness.synth.imaging import PatientSpace, TumourView, patient_space, render, tumour_view, wm_reference
+from harness.synth.imaging import (
+    ENHANCEMENT,
+    PatientSpace,
+    TumourView,
+    class_signal,
+    patient_space,
+    render,
+    tumour_view,
+    wm_reference,
+)
 from harness.synth.nifti_writer import write_nifti
 from harness.synth.tumour import GrowthSpec, TumourHistory, simulate
 
@@ -63,7 +72,7 @@ def _tcia_date(d: _dt.date) -> str:
 
 def _truth_row(p: PatientParams, hist: TumourHistory) -> dict:
     first = hist.scans[0]
-    return {
+    row = {
         "patient_id": p.patient_id,
         "site": p.site.name,
         "grade": p.label_grade,
@@ -80,6 +89,9 @@ def _truth_row(p: PatientParams, hist: TumourHistory) -> dict:
         "tumour_age_months": round(hist.age_months, 4),
         "core_volume_ml": round(first.enhancing_ml, 3),
     }
+    if p.signal_modality is not None:
+        row["signal_modality"] = p.signal_modality
+    return row
 
 
 def _study(p: PatientParams, date: _dt.date, description: str, j: int) -> StudyInfo:
@@ -101,13 +113,39 @@ def _render_scan(space: PatientSpace, tv: TumourView, p: PatientParams, channels
     return {ch: render(space, tv, p, ch, p.rho, (j,)) for ch in channels}
 
 
+def _known_truth_view(space: PatientSpace, scan, p: PatientParams) -> tuple[TumourView, np.ndarray | None]:
+    """``signal_modality`` cohorts: a grade-blind tumour view plus the one channel's signal.
+
+    No channel enhances by itself; the label's grade (high: anything but II) adds an
+    enhancement-like core to ``p.signal_modality`` only, and marks it enhancing (ET) in
+    the labels, so the masks still outline the tumour every channel shows.
+    """
+    tv = tumour_view(space, scan, enhances=False)
+    if p.label_grade == "II":
+        return tv, None
+    sig = class_signal(tv)
+    tv.labels[(sig >= 0.5) & space.brain] = 3
+    return tv, np.float32(ENHANCEMENT) * sig
+
+
+def _render_known_truth(space: PatientSpace, scan, p: PatientParams, channels: tuple[str, ...]
+                        ) -> tuple[TumourView, dict[str, np.ndarray]]:
+    tv, extra = _known_truth_view(space, scan, p)
+    imgs = {ch: render(space, tv, p, ch, p.rho, (0,), extra=extra if ch == p.signal_modality else None)
+            for ch in channels}
+    return tv, imgs
+
+
 def write_rembrandt_patient(p: PatientParams, grid_mm: float, root: str) -> dict:
     """One REMBRANDT patient: one study with T1, T2, FLAIR and T1 post-contrast series."""
     anatomy = load_anatomy(grid_mm)
     hist = simulate(anatomy, growth_spec(p))
     space = patient_space(anatomy, p)
-    tv = tumour_view(space, hist.scans[0], enhances=p.regime_grade != "II")
-    imgs = _render_scan(space, tv, p, ("T1", "T1post", "T2", "FLAIR"), 0)
+    if p.signal_modality is not None:
+        tv, imgs = _render_known_truth(space, hist.scans[0], p, ("T1", "T1post", "T2", "FLAIR"))
+    else:
+        tv = tumour_view(space, hist.scans[0], enhances=p.regime_grade != "II")
+        imgs = _render_scan(space, tv, p, ("T1", "T1post", "T2", "FLAIR"), 0)
     study = _study(p, p.first_date, REMBRANDT_STUDY, 0)
     study_dir = Path(root) / p.patient_id / f"{_tcia_date(p.first_date)}-{REMBRANDT_STUDY}-{p.folder_ids[0]}"
     for s, (number, desc, ch) in enumerate(REMBRANDT_SERIES):
@@ -182,10 +220,16 @@ def write_brats20_patient(p: PatientParams, grid_mm: float, root: str) -> dict:
     anatomy = load_anatomy(grid_mm)
     hist = simulate(anatomy, growth_spec(p))
     space = patient_space(anatomy, p)
-    tv = tumour_view(space, hist.scans[0], enhances=p.regime_grade != "II")
+    channels = (("t1", "T1"), ("t1ce", "T1post"), ("t2", "T2"), ("flair", "FLAIR"))
+    if p.signal_modality is not None:
+        tv, imgs = _render_known_truth(space, hist.scans[0], p, tuple(ch for _, ch in channels))
+    else:
+        tv = tumour_view(space, hist.scans[0], enhances=p.regime_grade != "II")
+        imgs = {}
     folder = Path(root) / p.patient_id
-    for suffix, ch in (("t1", "T1"), ("t1ce", "T1post"), ("t2", "T2"), ("flair", "FLAIR")):
-        img = render(space, tv, p, ch, p.rho, (0,)) * space.brain  # skull-stripped: 0 outside
+    for suffix, ch in channels:
+        raw = imgs[ch] if ch in imgs else render(space, tv, p, ch, p.rho, (0,))
+        img = raw * space.brain  # skull-stripped: 0 outside
         arr = np.clip(np.rint(img), 0, 32767).astype(np.int16)
         write_nifti(folder / f"{p.patient_id}_{suffix}.nii.gz", arr, anatomy.affine)
     seg = tv.labels.copy()

@@ -1,0 +1,251 @@
+"""The ``explain`` command end to end: data, model, explanations, report, MLflow.
+
+Reads the suite's ``[data]`` and ``[explain]`` tables (see benchmarks/suites/explain.toml),
+generates or reads the cohort, trains the default model on patient-held-out training
+patients (or loads ``model_file``), explains test patients' key cases with every
+method, writes ``reports/<suite>-explain/<timestamp>/report.{html,md}`` plus CSVs, and
+logs them to MLflow.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import hashlib
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from harness.errors import HarnessError
+from harness.explain.config import ExplainConfig
+from harness.explain.data import DEFAULT_DATA, CaseSet, ensure_known_truth_cohort, load_cases, patient_split
+from harness.explain.engine import SCORE_COLUMNS, CaseExplanation, cohort_importance, explain_case, summarise
+from harness.explain.methods import applicable_methods
+from harness.explain.models import MODELS, get_model_spec, predict_proba, train_classifier
+from harness.explain.report import write_report
+
+#: ``[explain]`` keys besides the engine's knobs (``[explain.config]``).
+RUN_DEFAULTS: dict[str, Any] = {
+    "model": "multimodal_cnn", "dims": None, "size": None, "cases": 4, "methods": ["all"], "epochs": None,
+    "lr": 3e-3, "slices_per_patient": 5, "test_fraction": 1 / 3, "threads": 1, "seed": 0,
+}
+
+
+@dataclass
+class ExplainOptions:
+    """Command-line overrides; None keeps the suite's value."""
+
+    suite: str = "explain"
+    data: Path | None = None
+    baseline: str | None = None
+    model_file: Path | None = None
+    methods: list[str] | None = None
+    cases: int | None = None
+    dims: int | None = None
+    size: int | None = None
+    out: Path | None = None
+    tracking_uri: str | None = None
+    seed: int | None = None
+    cache_dir: Path = Path(".harness-cache")
+    progress: bool = True
+
+
+@dataclass
+class ExplainResult:
+    out_dir: Path
+    html: Path
+    markdown: Path
+    summary: dict[str, dict[str, float]]
+    importance: dict[str, float]
+    known_modality: str | None
+    cases: list[CaseExplanation] = field(default_factory=list)
+    run_id: str | None = None
+
+
+def read_suite_tables(name_or_path: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """(suite name, [data], [explain]) of a suite file; the [explain] table may be absent."""
+    from harness.suite import available_suites, tomllib
+
+    path = Path(name_or_path)
+    if path.suffix != ".toml":
+        suites = available_suites()
+        if name_or_path not in suites:
+            raise HarnessError(f"unknown suite {name_or_path!r}; known suites: {', '.join(suites) or 'none found'}")
+        path = suites[name_or_path]
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise HarnessError(f"{path}: cannot read suite file: {exc}") from exc
+    name = raw.get("suite", {}).get("name", path.stem)
+    return name, dict(raw.get("data", {})), dict(raw.get("explain", {}))
+
+
+def resolve(opts: ExplainOptions) -> tuple[str, dict[str, Any], dict[str, Any], ExplainConfig]:
+    """Suite tables + command line -> (suite name, data spec, run settings, engine config)."""
+    name, data, table = read_suite_tables(opts.suite)
+    engine_raw = dict(table.pop("config", {}))
+    unknown = sorted(set(table) - set(RUN_DEFAULTS))
+    if unknown:
+        raise HarnessError(f"suite {name!r} [explain]: unknown key(s) {unknown}; known: {sorted(RUN_DEFAULTS)} "
+                           "and a [explain.config] table")
+    run = {**RUN_DEFAULTS, **table}
+    for key in ("methods", "cases", "dims", "size", "seed"):
+        value = getattr(opts, key)
+        if value is not None:
+            run[key] = value
+    if opts.baseline:
+        run["model"] = opts.baseline
+    data = {**DEFAULT_DATA, **data} if not data or data.get("cohort") in ("brats20", "rembrandt") else data
+    if opts.seed is not None:
+        engine_raw["seed"] = opts.seed
+    cfg = ExplainConfig.from_mapping(engine_raw, f"suite {name!r} [explain.config]")
+    return name, data, run, cfg
+
+
+def _model(run: dict[str, Any], opts: ExplainOptions) -> tuple[torch.nn.Module | None, int]:
+    """(a loaded model or None to train one, dims)."""
+    if opts.model_file is not None:
+        try:
+            model = torch.load(opts.model_file, map_location="cpu", weights_only=False)
+        except Exception as exc:
+            raise HarnessError(f"{opts.model_file}: cannot load a torch model: {exc}") from exc
+        if not isinstance(model, torch.nn.Module):
+            raise HarnessError(f"{opts.model_file}: holds a {type(model).__name__}, not a torch.nn.Module")
+        return model.eval(), int(run["dims"] or 2)
+    name = run["model"]
+    if name not in MODELS:
+        from baselines import list_baselines
+
+        known = list_baselines()
+        hint = (f"{name!r} is a registered baseline, but explain cannot take its torch module yet; "
+                if name in known else f"unknown model {name!r}; ")
+        raise HarnessError(hint + f"explain trains one of {', '.join(MODELS)} or loads --model-file")
+    return None, int(run["dims"] or get_model_spec(name).dims)
+
+
+def pick_cases(cases: CaseSet, test: np.ndarray, n: int) -> list[int]:
+    """Test patients' key samples, alternating classes so both grades are shown."""
+    keys = [int(i) for i in test if cases.is_key[i]]
+    by_class: dict[int, list[int]] = {}
+    for i in keys:
+        by_class.setdefault(int(cases.y[i]), []).append(i)
+    picked: list[int] = []
+    while len(picked) < n and any(by_class.values()):
+        for cls in sorted(by_class, reverse=True):
+            if by_class[cls] and len(picked) < n:
+                picked.append(by_class[cls].pop(0))
+    return picked
+
+
+def run_explain(opts: ExplainOptions) -> ExplainResult:
+    name, data_spec, run, cfg = resolve(opts)
+    torch.set_num_threads(max(1, int(run["threads"])))  # more threads than cores slows small convs badly
+    seed = int(run["seed"] if opts.seed is None else opts.seed)
+    if opts.data is not None:
+        data_dir, known = Path(opts.data), None
+    else:
+        data_dir = ensure_known_truth_cohort(opts.cache_dir, data_spec, progress=opts.progress)
+        known = data_spec.get("signal_modality")
+    model, dims = _model(run, opts)
+    size = int(run["size"] or (64 if dims == 2 else 32))
+    cases, problems = load_cases(data_dir, dims=dims, size=size, slices_per_patient=int(run["slices_per_patient"]),
+                                 cache_dir=opts.cache_dir, progress=opts.progress)
+    train, test = patient_split(cases, float(run["test_fraction"]), seed)
+    meta: dict[str, Any] = {"suite": name, "data": str(data_dir), "model": run["model"], "dims": dims,
+                            "input": f"{len(cases.modalities)} x " + " x ".join([str(size)] * dims),
+                            "modalities": ", ".join(cases.modalities), "classes": ", ".join(cases.classes),
+                            "train patients": len({cases.patient_ids[i] for i in train}),
+                            "test patients": len({cases.patient_ids[i] for i in test})}
+    if model is None:
+        model = get_model_spec(run["model"]).build(len(cases.modalities), len(cases.classes))
+        epochs = int(run["epochs"] or (30 if dims == 2 else 80))  # the 3D net needs longer to find the core
+        fit = train_classifier(model, cases.x[train], cases.y[train], epochs=epochs,
+                               lr=float(run["lr"]), seed=seed)
+        meta["final training loss"] = f"{fit.history[-1]['loss']:.4f}"
+    else:
+        meta["model"] = f"loaded from {opts.model_file}"
+    model.eval()
+    if len(test):
+        acc = float((predict_proba(model, cases.x[test]).argmax(1) == cases.y[test]).mean())
+        meta["test accuracy (held-out patients, all samples)"] = f"{acc:.3f} (n={len(test)})"
+    wanted = None if "all" in run["methods"] else list(run["methods"])
+    methods, skipped = applicable_methods(model, wanted)
+    chosen = pick_cases(cases, test, int(run["cases"]))
+    if not chosen:
+        raise HarnessError("no held-out case to explain (too few patients?)")
+    meta["cases explained"] = len(chosen)
+    explained = _explain_all(model, cases, chosen, methods, cfg, opts.progress)
+    summary = summarise(explained, methods)
+    importance = cohort_importance(explained)
+    out_dir = opts.out or Path("reports") / f"{name}-explain" / _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    title = f"Explainability report: {meta['model']} on {Path(str(data_dir)).name}"
+    html_path, md_path = write_report(out_dir, title=title, meta=meta, cases=explained, methods=methods,
+                                      summary=summary, modalities=cases.modalities, classes=cases.classes,
+                                      importance=importance, known_modality=known, skipped=skipped,
+                                      problems=problems)
+    csv_path = _write_csv(out_dir / "scores.csv", summary)
+    imp = {m: float(v) for m, v in zip(cases.modalities, importance)}
+    (out_dir / "explain.json").write_text(json.dumps(
+        {"meta": meta, "run": run, "config": cfg.to_dict(), "summary": summary, "modality_importance": imp,
+         "known_modality": known, "skipped": skipped}, indent=2, default=str))
+    result = ExplainResult(out_dir, html_path, md_path, summary, imp, known, explained)
+    result.run_id = _track(opts, name, run, cfg, meta, summary, imp, [html_path, md_path, csv_path,
+                                                                       out_dir / "explain.json"])
+    return result
+
+
+def _explain_all(model: torch.nn.Module, cases: CaseSet, chosen: list[int], methods: list[str],
+                 cfg: ExplainConfig, progress: bool) -> list[CaseExplanation]:
+    out = []
+    bar = tqdm(total=len(chosen) * len(methods), desc="explain", unit="map", disable=not progress, file=sys.stderr)
+    try:
+        for k, i in enumerate(chosen):
+            others = [j for j in chosen if j != i] or [i]
+            out.append(explain_case(
+                model, cases.x[i], int(cases.y[i]), methods, cfg,
+                mask=None if cases.mask is None else cases.mask[i], batch=cases.x[others], index=i,
+                patient_id=cases.patient_ids[i], sanity=k < max(0, cfg.sanity_cases),
+                on_method=lambda n: (bar.set_postfix_str(n), bar.update(1))))
+    finally:
+        bar.close()
+    return out
+
+
+def _write_csv(path: Path, summary: dict[str, dict[str, float]]) -> Path:
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(["method", *SCORE_COLUMNS])
+        for n, row in summary.items():
+            w.writerow([n, *(row[c] for c in SCORE_COLUMNS)])
+    return path
+
+
+def _track(opts: ExplainOptions, name: str, run: dict[str, Any], cfg: ExplainConfig, meta: dict[str, Any],
+           summary: dict[str, dict[str, float]], imp: dict[str, float], artifacts: list[Path]) -> str | None:
+    """One MLflow parent run in experiment ``harness/<suite>``: params, scores, the report."""
+    if opts.tracking_uri == "none":
+        return None
+    from harness.tracking import Tracker, default_tracking_uri
+
+    tracker = Tracker(opts.tracking_uri or default_tracking_uri(), f"harness/{name}")
+    params = {**{f"explain.{k}": v for k, v in run.items()}, **{f"config.{k}": v for k, v in cfg.to_dict().items()},
+              "data": meta["data"]}
+    key = hashlib.sha256(json.dumps([str(artifacts[0].parent), params], default=str).encode()).hexdigest()[:16]
+    parent = tracker.open_parent(f"explain:{key}", f"explain {run['model']}", params, {"harness.kind": "explain"})
+    try:
+        metrics = {f"{m}.{c}": v for m, row in summary.items() for c, v in row.items()}
+        metrics.update({f"modality_importance.{m}": v for m, v in imp.items()})
+        parent.log_metrics(metrics)
+        for path in artifacts:
+            parent.log_artifact(path, "explain")
+    except BaseException:
+        parent.finish("FAILED")
+        raise
+    parent.finish()
+    return parent.run_id
