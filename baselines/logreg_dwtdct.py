@@ -26,6 +26,8 @@ def dwtdct_config_from(params: dict) -> DwtDctConfig:
 
 @register_baseline
 class LogRegDwtDct(Baseline):
+    """Logistic regression on per-slice DWT-DCT features (scaler fit on training rows)."""
+
     name = "logreg_dwtdct"
     tasks = frozenset({"grading"})
     target_kinds = frozenset({"classification"})

@@ -25,6 +25,9 @@ class FitContext:
     """What a baseline may use besides its data: device, seed, profile, caches, a logger.
 
     ``history`` collects per-epoch records (dicts) for the overfitting report.
+    ``weights`` maps a baseline name (or ``"*"``) to a local pretrained-weights file
+    (``--weights``); nothing is ever downloaded. ``tags`` are extra run tags a baseline
+    reports (e.g. which weights it started from).
     """
 
     seed: int = 0
@@ -33,6 +36,8 @@ class FitContext:
     work_dir: Path | None = None
     history: list[dict[str, float]] = field(default_factory=list)
     log: Callable[[str], None] = print
+    weights: dict[str, Path] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 class Baseline(ABC):

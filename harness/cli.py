@@ -15,7 +15,7 @@ from harness.errors import HarnessError
 SYNTH_FLAVOURS = ("rembrandt", "btp", "brats20")
 #: Modules that add subcommands: each has ``add_commands(subparsers, common_parent)`` and
 #: sets ``func`` on its parsers, so a capability brings its own CLI without editing this file.
-PLUGIN_COMMAND_MODULES: tuple[str, ...] = ()
+PLUGIN_COMMAND_MODULES: tuple[str, ...] = ("harness.segmentation.cli", "harness.explain.cli")
 
 
 def _csv_list(text: str) -> list[str]:
@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="quick: reduced CPU settings (default); paper: the published settings")
     run.add_argument("--split-manifest", type=Path, help="use this split manifest (JSON) instead of creating one")
     run.add_argument("--device", default="cpu", help="torch device for neural baselines: cpu, cuda, cuda:1 ...")
+    run.add_argument("--aux-data", type=Path,
+                     help="auxiliary cohort for a pipeline's first stage, e.g. the REMBRANDT-style "
+                     "grader data of the progression suite (default: the suite's synthetic one)")
+    run.add_argument("--weights", action="append", default=[], metavar="[BASELINE=]FILE",
+                     help="local pretrained weights for torch baselines (repeatable); FILE alone "
+                     "applies to every one; nothing is downloaded, without it backbones start random")
 
     data = sub.add_parser("data", parents=[common], help="generate or check datasets")
     data_sub = data.add_subparsers(dest="data_command", required=True)
@@ -100,10 +106,24 @@ def cmd_run(args: argparse.Namespace) -> int:
             data=args.data, baselines=args.baselines, protocols=args.protocols, out=args.out,
             tracking_uri=args.tracking_uri, seed=args.seed, profile=args.profile,
             split_manifest=args.split_manifest, device=args.device, cache_dir=args.cache_dir,
-            progress=not args.no_progress,
+            progress=not args.no_progress, aux_data=args.aux_data,
+            weights=_weights_option(args.weights),
         ),
     )
     return 1 if result.failures else 0
+
+
+def _weights_option(values: list[str]) -> dict[str, Path]:
+    """``--weights FILE`` (all baselines) or ``--weights densenet121=FILE``."""
+    out: dict[str, Path] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep:
+            name, path = "*", value
+        if not Path(path).is_file():
+            raise HarnessError(f"--weights {value}: no such file {path}")
+        out[name.strip()] = Path(path)
+    return out
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -143,7 +163,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     print("baselines:")
     for name, cls in list_baselines().items():
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-        print(f"  {name:<14} tasks={','.join(sorted(cls.tasks)):<28} {doc}")
+        print(f"  {name:<20} tasks={','.join(sorted(cls.tasks)):<28} {doc}")
     print("split protocols:")
     for name, proto in PROTOCOLS.items():
         print(f"  {name:<22} {'LEAKY (published protocol, reproduced on purpose)' if proto.leaky else 'patient-level'}")

@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,11 @@ class RunOptions:
     device: str = "cpu"
     cache_dir: Path = DEFAULT_CACHE_DIR
     progress: bool = True
+    #: Auxiliary cohort for pipelines with a separate first stage (progression's grader);
+    #: default: the suite's synthetic ``[aux_data]`` cohort.
+    aux_data: Path | None = None
+    #: Local pretrained-weights files: baseline name (or "*") -> file. Never downloaded.
+    weights: dict[str, Path] = field(default_factory=dict)
 
 
 @dataclass
@@ -70,6 +75,14 @@ class PreparedData:
     task_data: TaskData
     fingerprint: str
     problems: list[Problem]
+    #: Task variants (e.g. survival's "grade" and "survival_class"): name -> view.
+    #: A suite without ``[task] targets`` has one variant named "".
+    views: dict[str, TaskData] = field(default_factory=dict)
+    variant: str = ""
+    #: Tables written by pipeline stages that run before the splits (CSV + MLflow).
+    stage_tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    stage_tags: dict[str, str] = field(default_factory=dict)
+    stage_files: list[Path] = field(default_factory=list)
 
 
 @dataclass
@@ -108,19 +121,69 @@ def prepare_data(suite: SuiteConfig, opts: RunOptions) -> PreparedData:
     builder = TASK_BUILDERS.get(suite.task)
     if builder is None:
         raise HarnessError(f"suite {suite.name!r}: unknown task {suite.task!r}")
-    task_data, task_problems = builder(
-        cohort,
-        {sid: v.array for sid, v in volumes.items()},
-        {sid: v.content_key for sid, v in volumes.items()},
-        **suite.task_options,
-    )
-    problems += task_problems
+    arrays = {sid: v.array for sid, v in volumes.items()}
+    keys = {sid: v.content_key for sid, v in volumes.items()}
+    spacings = {sid: tuple(v.spacing) for sid, v in volumes.items()}
+    views: dict[str, TaskData] = {}
+    for variant, options in task_variants(suite):
+        view, task_problems = builder(cohort, arrays, keys, **options)
+        views[variant] = replace(view, spacings=spacings)
+        problems += task_problems
     fingerprint = dataset_fingerprint(cohort, store)
+    first = next(iter(views.values()))
     log(
-        f"data: {data_dir} ({cohort.layout}): {task_data.samples['patient_id'].nunique()} patients, "
-        f"{len(task_data)} samples; {store.n_decoded} series decoded, {store.n_cache_hits} from cache"
+        f"data: {data_dir} ({cohort.layout}): {first.samples['patient_id'].nunique()} patients, "
+        f"{len(first)} samples; {store.n_decoded} series decoded, {store.n_cache_hits} from cache"
     )
-    return PreparedData(data_dir, dataset_name, task_data, fingerprint, problems)
+    data = PreparedData(data_dir, dataset_name, first, fingerprint, problems, views=views)
+    if suite.task == "progression":
+        run_progression_stages(suite, opts, data)
+    return data
+
+
+def task_variants(suite: SuiteConfig) -> list[tuple[str, dict[str, Any]]]:
+    """``[task] targets = [a, b]`` runs the suite once per target; else one variant ""."""
+    options = dict(suite.task_options)
+    targets = options.pop("targets", None)
+    if not targets:
+        return [("", options)]
+    return [(str(t), {**options, "target": str(t)}) for t in targets]
+
+
+def aux_data_dir(suite: SuiteConfig, opts: RunOptions) -> Path:
+    """``--aux-data`` or the suite's synthetic auxiliary cohort (generated once)."""
+    if opts.aux_data is not None:
+        return Path(opts.aux_data)
+    if not suite.aux_data:
+        raise HarnessError(f"suite {suite.name!r} needs an auxiliary cohort: pass --aux-data DIR "
+                           "or add an [aux_data] table to the suite file")
+    return ensure_synthetic_cohort(opts.cache_dir, suite.aux_data, progress=opts.progress)
+
+
+def run_progression_stages(suite: SuiteConfig, opts: RunOptions, data: PreparedData) -> None:
+    """cnn_lstm stages 1-3 (grader on the auxiliary cohort, pseudo-grades, eligibility).
+
+    They decide which patients take part, so they run once, before any split, and every
+    baseline is compared on the same rows. Skipped when the rule is "all" and no
+    pipeline baseline needs the pseudo-grades.
+    """
+    from baselines.cnn_lstm import grading_stages
+
+    wanted = opts.baselines or suite.baselines
+    rule = suite.task_options.get("eligibility", "grade_rise")
+    if rule == "all" and "cnn_lstm" not in wanted:
+        return
+    aux_dir = aux_data_dir(suite, opts)
+    out = grading_stages(
+        data.task_data, aux_dir=aux_dir, cache_dir=opts.cache_dir, options=suite.task_options,
+        seed=opts.seed if opts.seed is not None else int(suite.data.get("seed", 0)),
+        profile=opts.profile, device=opts.device, weights=dict(opts.weights),
+        grader_params=suite.baseline_params.get("resnet18_grader", {}), log=log, progress=opts.progress,
+    )
+    data.task_data = out.task_data
+    data.views = {"": out.task_data}
+    data.stage_tables = out.tables
+    data.stage_tags = out.tags
 
 
 # -- stage 2: split manifests ----------------------------------------------------------
@@ -129,6 +192,8 @@ def prepare_manifests(
 ) -> dict[str, tuple[SplitManifest, Path]]:
     """One manifest per protocol: supplied, reused from the cache, or created."""
     samples = data.task_data.samples
+    prefix = f"{data.variant}-" if data.variant else ""
+    rows_key = _digest(sorted(samples["sample_id"].astype(str)))[:8]
     manifests: dict[str, tuple[SplitManifest, Path]] = {}
     if opts.split_manifest is not None:
         manifest = SplitManifest.load(opts.split_manifest)
@@ -141,16 +206,16 @@ def prepare_manifests(
             get_protocol(name)  # fail early on an unknown name
             path = (
                 opts.cache_dir / "manifests"
-                / f"{suite.name}-{name}-s{seed}-{data.fingerprint[:16]}.json"
+                / f"{suite.name}-{prefix}{name}-s{seed}-{data.fingerprint[:16]}-{rows_key}.json"
             )
             manifest, reused = load_or_create_manifest(
                 path, name, samples, seed=seed, task=data.task_data.target_kind,
                 dataset_fingerprint=data.fingerprint, **params,
             )
-            log(f"split {name}: {'reused' if reused else 'created'} manifest sha256 {manifest.sha256[:12]}")
+            log(f"split {prefix}{name}: {'reused' if reused else 'created'} manifest sha256 {manifest.sha256[:12]}")
             plan[name] = manifest
     for name, manifest in plan.items():
-        path = out_dir / "manifests" / f"{name}.json"
+        path = out_dir / "manifests" / f"{prefix}{name}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         manifest.save(path)
         manifests[name] = (manifest, path)
@@ -239,32 +304,44 @@ def run_baseline_protocol(
         "suite": suite.name, "task": suite.task, "task_options": suite.task_options,
         "baseline": baseline_name, "params": resolved, "manifest": manifest.sha256,
         "seed": seed, "dataset": data.fingerprint, "version": __version__,
+        "weights": {k: str(v) for k, v in sorted(opts.weights.items())},
     }
+    if data.variant:
+        key_obj["variant"] = data.variant
+    if suite.aux_data or opts.aux_data:
+        key_obj["aux"] = data.stage_tags.get("aux_dataset_fingerprint", "")
     run_key = _digest(key_obj)[:32]
     leaky = bool(manifest.leaky or get_protocol(manifest.protocol).leaky)
+    variant = data.variant
+    label = f"{baseline_name} | {protocol}" + (f" | {variant}" if variant else "")
     tags = {
         **common_tags,
+        **data.stage_tags,
         "baseline": baseline_name,
         "protocol": protocol,
+        # One value per comparable set of runs: group by it in the MLflow UI.
+        "comparison": f"{variant + ' | ' if variant else ''}{protocol}",
         "leaky_protocol": str(leaky).lower(),
         "manifest_sha256": manifest.sha256,
     }
     run_params = {
         "suite": suite.name, "task": suite.task, "baseline": baseline_name, "protocol": protocol,
-        "seed": seed, "device": opts.device, "data": str(data.data_dir),
+        "seed": seed, "device": opts.device, "data": str(data.data_dir), "target": variant or suite.task,
         **{f"baseline.{k}": v for k, v in resolved.items()},
         **{f"protocol.{k}": v for k, v in manifest.params.items()},
         **{f"task.{k}": v for k, v in suite.task_options.items()},
         **{f"data.{k}": v for k, v in suite.data.items()},
     }
-    parent = tracker.open_parent(run_key, f"{baseline_name} | {protocol}", run_params, tags) if tracker else None
+    if variant:
+        tags["target"] = variant
+    parent = tracker.open_parent(run_key, label, run_params, tags) if tracker else None
     logged = parent.finished_folds() if parent else set()
     fold_dir = opts.cache_dir / "folds" / run_key
     frames: list[pd.DataFrame] = []
     try:
         for fold in manifest.folds:
             pred_path = fold_dir / f"fold{fold.index}.csv"
-            fold_tags = {"baseline": baseline_name, "protocol": protocol}
+            fold_tags = {"baseline": baseline_name, "protocol": protocol, **({"target": variant} if variant else {})}
             if pred_path.exists():
                 frame = _read_predictions(pred_path, task.target_kind)
                 seconds = float("nan")
@@ -273,16 +350,17 @@ def run_baseline_protocol(
             else:
                 ctx = FitContext(
                     seed=seed, device=opts.device, profile=opts.profile,
-                    work_dir=opts.cache_dir, log=log,
+                    work_dir=opts.cache_dir, log=log, weights=dict(opts.weights),
                 )
                 model = cls(profile=opts.profile, **params)
                 frame, seconds = fit_predict_fold(model, task, fold, ctx)
                 _write_csv_atomic(frame, pred_path)
                 if ctx.history:
                     _write_csv_atomic(pd.DataFrame(ctx.history), fold_dir / f"fold{fold.index}-history.csv")
+                fold_tags.update({k: str(v)[:480] for k, v in ctx.tags.items()})
                 result.folds_fitted += 1
             frames.append(frame)
-            log(f"  {baseline_name} | {protocol} | fold {fold.index}: {len(frame)} test samples"
+            log(f"  {label} | fold {fold.index}: {len(frame)} test samples"
                 + (" (from cache)" if seconds != seconds else f" in {seconds:.1f}s"))
             if parent is not None and fold.index not in logged:
                 metrics = {
@@ -301,10 +379,10 @@ def run_baseline_protocol(
                         tags=fold_tags,
                         artifacts=[pred_path],
                     ),
-                    run_name=f"{baseline_name} | {protocol} | fold {fold.index}",
+                    run_name=f"{label} | fold {fold.index}",
                 )
         pooled = pd.concat(frames, ignore_index=True)
-        pred_out = out_dir / "predictions" / f"{baseline_name}__{protocol}.csv"
+        pred_out = out_dir / "predictions" / f"{baseline_name}__{protocol}{'__' + variant if variant else ''}.csv"
         _write_csv_atomic(pooled, pred_out)
         estimates = [
             estimate(metric, frames, classes=task.classes, n_boot=suite.n_boot, seed=seed)
@@ -313,6 +391,8 @@ def run_baseline_protocol(
         if parent is not None:
             parent.log_artifact(manifest_path, "manifests")
             parent.log_artifact(pred_out, "predictions")
+            for path in data.stage_files:
+                parent.log_artifact(path, "stages")
             for est in estimates:
                 parent.log_metrics({
                     est.metric: est.mean, f"{est.metric}_ci95_lo": est.ci95[0],
@@ -329,7 +409,10 @@ def run_baseline_protocol(
 # -- the whole suite -----------------------------------------------------------------
 #: Tasks whose samples are not rows with one target (e.g. segmentation) bring their own
 #: suite runner, "module:function" with the signature of :func:`run_suite`.
-SUITE_RUNNERS: dict[str, str] = {}
+SUITE_RUNNERS: dict[str, str] = {
+    "segmentation": "harness.segmentation.suite:run_segmentation_suite",
+    "explain": "harness.explain.run:run_explain_suite",
+}
 
 
 def run_suite(suite: SuiteConfig, opts: RunOptions) -> RunResult:
@@ -352,7 +435,10 @@ def run_suite(suite: SuiteConfig, opts: RunOptions) -> RunResult:
 
     data = prepare_data(suite, opts)
     _write_problems(data.problems, out_dir / "problems.csv")
-    manifests = prepare_manifests(suite, opts, data, protocols, seed, out_dir)
+    for name, table in data.stage_tables.items():
+        path = out_dir / "stages" / f"{name}.csv"
+        _write_csv_atomic(table, path)
+        data.stage_files.append(path)
 
     tracker = None
     if opts.tracking_uri != "none":
@@ -369,44 +455,86 @@ def run_suite(suite: SuiteConfig, opts: RunOptions) -> RunResult:
         **{f"version.{k}": v for k, v in package_versions().items()},
     }
     result = RunResult(out_dir=out_dir, summary={})
-    estimates: list[tuple[str, str, MetricEstimate]] = []
-    for baseline_name in baselines:
-        for protocol, (manifest, manifest_path) in manifests.items():
-            try:
-                found = run_baseline_protocol(
-                    suite=suite, opts=opts, data=data, baseline_name=baseline_name,
-                    protocol=protocol, manifest=manifest, manifest_path=manifest_path,
-                    seed=seed, tracker=tracker, common_tags=common_tags, out_dir=out_dir,
-                    result=result,
-                )
-            except HarnessError as exc:
-                result.failures.append(f"{baseline_name} | {protocol}: {exc}")
-                log(f"FAILED {baseline_name} | {protocol}: {exc}")
-                continue
-            except Exception as exc:  # a model crash must not lose the other results
-                result.failures.append(f"{baseline_name} | {protocol}: {type(exc).__name__}: {exc}")
-                log(f"FAILED {baseline_name} | {protocol}:\n{traceback.format_exc()}")
-                continue
-            estimates += [(baseline_name, protocol, est) for est in found]
-    summary = build_summary(
-        suite=suite,
-        dataset_name=data.dataset_name,
-        fingerprint=data.fingerprint,
-        task_data=data.task_data,
-        estimates=estimates,
-        manifests={p: m for p, (m, _) in manifests.items()},
-        failures=result.failures,
-        seconds=time.perf_counter() - started,
-        seed=seed,
-    )
+    variant_options = dict(task_variants(suite))
+    summaries: list[tuple[str, dict[str, Any]]] = []
+    for variant, view in data.views.items():
+        vdata = replace(data, task_data=view, variant=variant)
+        vsuite = replace(suite, task_options=variant_options[variant]) if variant else suite
+        manifests = prepare_manifests(vsuite, opts, vdata, protocols, seed, out_dir)
+        estimates: list[tuple[str, str, MetricEstimate]] = []
+        for baseline_name in baselines:
+            for protocol, (manifest, manifest_path) in manifests.items():
+                label = f"{baseline_name} | {protocol}" + (f" | {variant}" if variant else "")
+                try:
+                    found = run_baseline_protocol(
+                        suite=vsuite, opts=opts, data=vdata, baseline_name=baseline_name,
+                        protocol=protocol, manifest=manifest, manifest_path=manifest_path,
+                        seed=seed, tracker=tracker, common_tags=common_tags, out_dir=out_dir,
+                        result=result,
+                    )
+                except HarnessError as exc:
+                    result.failures.append(f"{label}: {exc}")
+                    log(f"FAILED {label}: {exc}")
+                    continue
+                except Exception as exc:  # a model crash must not lose the other results
+                    result.failures.append(f"{label}: {type(exc).__name__}: {exc}")
+                    log(f"FAILED {label}:\n{traceback.format_exc()}")
+                    continue
+                estimates += [(baseline_name, protocol, est) for est in found]
+        summaries.append((variant, build_summary(
+            suite=suite,
+            dataset_name=data.dataset_name,
+            fingerprint=data.fingerprint,
+            task_data=view,
+            estimates=estimates,
+            manifests={p: m for p, (m, _) in manifests.items()},
+            failures=result.failures,
+            seconds=time.perf_counter() - started,
+            seed=seed,
+        )))
+    summary = _merge_summaries(summaries)
+    if data.stage_tags:
+        summary["stages"] = {"tags": data.stage_tags,
+                             "files": [str(p.relative_to(out_dir)) for p in data.stage_files]}
+    summary["seconds"] = round(time.perf_counter() - started, 1)
     write_json(summary, out_dir / "summary.json")
     result.summary = summary
-    print(format_table(summary))
+    for variant, part in summaries:
+        if variant:
+            print(f"\n== target: {variant} ==")
+        print(format_table(part))
     print(f"\nsummary: {out_dir / 'summary.json'}")
     if tracker is not None:
         print(f"MLflow runs: experiment 'harness/{suite.name}' in {tracker.tracking_uri} "
-              "(open with: python -m harness ui)")
+              "(open with: python -m harness ui; group runs by the tag 'comparison')")
+    if suite.explain:
+        _explain_after_suite(suite, opts, out_dir, result)
     return result
+
+
+def _explain_after_suite(suite: SuiteConfig, opts: RunOptions, out_dir: Path, result: RunResult) -> None:
+    """A suite file with an [explain] table also gets the explainability report."""
+    from harness.explain.run import options_for_suite, run_explain
+
+    try:
+        report = run_explain(options_for_suite(suite, opts, out_dir / "explain"))
+    except Exception as exc:  # the suite's results are already written; keep them
+        result.failures.append(f"explain report: {type(exc).__name__}: {exc}")
+        log(f"FAILED explain report: {exc}")
+        return
+    print(f"explainability report: {report.html}")
+
+
+def _merge_summaries(parts: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """One summary.json for all task variants: results carry their ``target``."""
+    if len(parts) == 1 and parts[0][0] == "":
+        return parts[0][1]
+    merged = dict(parts[0][1])
+    merged["results"] = [{"target": v, **r} for v, part in parts for r in part["results"]]
+    merged["manifests"] = {f"{v}-{p}": sha for v, part in parts for p, sha in part["manifests"].items()}
+    merged["targets"] = {v: part["dataset"] for v, part in parts}
+    merged["dataset"] = dict(parts[0][1]["dataset"])
+    return merged
 
 
 def _write_problems(problems: list[Problem], path: Path) -> None:

@@ -54,6 +54,13 @@ class SuiteConfig:
     protocols: dict[str, dict[str, Any]] = field(default_factory=dict)
     metrics: list[str] = field(default_factory=list)
     n_boot: int = 1000
+    #: Auxiliary synthetic cohort for a pipeline's separate first stage (``[aux_data]``,
+    #: same keys as ``data``); ``--aux-data DIR`` replaces it.
+    aux_data: dict[str, Any] = field(default_factory=dict)
+    #: ``[explain]``: when present, a suite run also writes the explainability report.
+    explain: dict[str, Any] = field(default_factory=dict)
+    #: The suite file this came from (what the explain report rereads).
+    source: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,6 +98,9 @@ def parse_suite(raw: dict[str, Any], source: str = "<suite>") -> SuiteConfig:
             protocols={k: dict(v) for k, v in raw.get("protocols", {}).items()},
             metrics=list(metrics.get("names", [])),
             n_boot=int(metrics.get("n_boot", 1000)),
+            aux_data=dict(raw.get("aux_data", {})),
+            explain=dict(raw.get("explain", {})),
+            source=source,
         )
     except KeyError as exc:
         raise HarnessError(f"{source}: missing key {exc} in suite file") from exc

@@ -249,3 +249,24 @@ def _track(opts: ExplainOptions, name: str, run: dict[str, Any], cfg: ExplainCon
         raise
     parent.finish()
     return parent.run_id
+
+
+def options_for_suite(suite: Any, opts: Any, out: Path | None) -> ExplainOptions:
+    """The explain options a suite run implies: its file, data, store, seed and cache."""
+    return ExplainOptions(
+        suite=suite.source or suite.name, data=opts.data if suite.task == "explain" else None,
+        out=out, tracking_uri=opts.tracking_uri, seed=opts.seed,
+        cache_dir=opts.cache_dir, progress=opts.progress,
+    )
+
+
+def run_explain_suite(suite: Any, opts: Any) -> Any:
+    """``run --suite explain``: the explain report as a suite run (see SUITE_RUNNERS)."""
+    from harness.runner import RunResult
+
+    result = run_explain(options_for_suite(suite, opts, opts.out))
+    print(f"explainability report: {result.html}")
+    summary = {"suite": suite.name, "task": "explain", "report": str(result.html),
+               "modality_importance": result.importance, "known_modality": result.known_modality,
+               "methods": result.summary}
+    return RunResult(out_dir=result.out_dir, summary=summary)

@@ -46,6 +46,10 @@ class FeatureStore:
             ]
         ).astype(np.float32)
 
+    def series(self, data: TaskData, image_id: str, name: str, config: dict, fn: FeatureFn) -> np.ndarray:
+        """All rows ``fn`` gives for one series (e.g. every slice's features), cached."""
+        return self._series_features(data, image_id, f"{name}-{config_hash(config)}", fn)
+
     def _series_features(self, data: TaskData, image_id: str, tag: str, fn: FeatureFn) -> np.ndarray:
         key = data.content_keys.get(image_id)
         path = self.cache_dir / f"{key}-{tag}.npy" if (self.cache_dir and key) else None

@@ -1,0 +1,188 @@
+"""timm transfer backbones from Valbuena et al. (grade and survival on BraTS 2020).
+
+Input: three axial cuts 30 mm apart as the three channels of one modality image (slice
+samples, as in grading, are replicated to three channels instead). Head: global
+average pooling, dense, batch norm, dropout, dense, output, with the tabular fusion of
+age and extent of resection after pooling. The backbone is frozen by default, as in the
+paper ("only having to train the layers that are responsible for classifying"), so its
+pooled features are computed once per fit and only the head is trained.
+
+Weights come only from a local file (``--weights [NAME=]FILE``); without one the
+backbone is random, which the run states in its log and tags.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from baselines.registry import Baseline, FitContext, register_baseline
+from baselines.timm_backbone import create_backbone
+from baselines.torch_inputs import (
+    ImageNetInput, class_weights, label_codes, slice_tensor, subsample, three_cuts, weights_file,
+)
+from baselines.torch_loop import LoopConfig, accuracy_metric, fit_model, make_loader, predict_batches, seed_everything
+from harness.tasks import TaskData
+
+RESECTION_LEVELS = ("GTR", "STR")
+
+
+class FusionHead(nn.Module):
+    """[pooled image features, tabular] -> dense -> BN -> dropout -> dense -> classes."""
+
+    def __init__(self, n_image: int, n_tab: int, n_classes: int, d1: int, d2: int, dropout: float) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(n_image + n_tab, d1), nn.ReLU(), nn.BatchNorm1d(d1), nn.Dropout(dropout),
+            nn.Linear(d1, d2), nn.ReLU(), nn.Linear(d2, n_classes),
+        )
+
+    def forward(self, feats: torch.Tensor, tab: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([feats, tab], dim=1))
+
+
+class TransferNet(nn.Module):
+    """Backbone (pooled features) plus fusion head, for end-to-end fine-tuning."""
+
+    def __init__(self, backbone: nn.Module, head: FusionHead) -> None:
+        super().__init__()
+        self.input = ImageNetInput()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, x: torch.Tensor, tab: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(self.input(x)), tab)
+
+
+class TimmTransfer(Baseline):
+    """Base class; subclasses set ``name`` and ``arch`` (the timm model name)."""
+
+    arch: ClassVar[str] = ""
+    tasks = frozenset({"survival", "grading"})
+    target_kinds = frozenset({"classification"})
+    profiles = {
+        # CPU profile: 96 px cuts (inception needs >= 75), frozen backbone, small head.
+        "quick": {"image_size": 96, "gap_mm": 30.0, "epochs": 10, "batch_size": 16, "lr": 2e-4,
+                  "dense1": 64, "dense2": 128, "dropout": 0.5, "freeze_backbone": True,
+                  "tabular": True, "max_train_samples": 800},
+        # The paper: 240 px, Adam 2e-4, batch 16, 10 epochs, dense 256 then 512, dropout 0.5.
+        "paper": {"image_size": 240, "gap_mm": 30.0, "epochs": 10, "batch_size": 16, "lr": 2e-4,
+                  "dense1": 256, "dense2": 512, "dropout": 0.5, "freeze_backbone": True,
+                  "tabular": True, "max_train_samples": None},
+    }
+
+    # -- inputs --------------------------------------------------------------------------
+    def _images(self, data: TaskData, rows: pd.DataFrame | None = None) -> torch.Tensor:
+        rows = data.samples if rows is None else rows
+        size = int(self.params["image_size"])
+        if len(rows) and (rows["slice_index"] >= 0).all():
+            return slice_tensor(data, size, rows)
+        cuts = [self._cuts(data, i, size) for i in rows["image_id"]]
+        return torch.cat(cuts) if cuts else torch.zeros((0, 3, size, size))
+
+    def _cuts(self, data: TaskData, image_id: str, size: int) -> torch.Tensor:
+        """(1, 3, size, size): the three cuts, rescaled to [0, 1] together (keeps their
+        relative brightness) and resized."""
+        vol = np.asarray(data.volumes[image_id])
+        dz = float(data.spacings.get(image_id, (1.0, 1.0, 1.0))[0])
+        cuts = torch.from_numpy(three_cuts(vol, dz, float(self.params["gap_mm"])))[None]
+        lo, hi = float(cuts.min()), float(cuts.max())
+        cuts = (cuts - lo) / (hi - lo) if hi > lo else torch.zeros_like(cuts)
+        return torch.nn.functional.interpolate(cuts, size=(size, size), mode="bilinear",
+                                               align_corners=False, antialias=True)
+
+    def _tabular(self, rows: pd.DataFrame, fit: bool = False) -> torch.Tensor:
+        """Age (standardised on training rows, missing -> training mean plus a flag) and
+        extent of resection one-hot (GTR, STR; NA is neither)."""
+        if not self.params["tabular"] or "age" not in rows.columns:
+            return torch.zeros((len(rows), 0))
+        age = pd.to_numeric(rows["age"], errors="coerce").to_numpy(dtype=float)
+        if fit:
+            known = age[np.isfinite(age)]
+            self.age_mu_ = float(known.mean()) if len(known) else 0.0
+            self.age_sd_ = float(known.std()) + 1e-6 if len(known) else 1.0
+        missing = ~np.isfinite(age)
+        z = np.where(missing, 0.0, (age - self.age_mu_) / self.age_sd_)
+        eor = rows.get("extent_of_resection", pd.Series(["NA"] * len(rows))).astype(str).to_numpy()
+        cols = [z, missing.astype(float)] + [(eor == lvl).astype(float) for lvl in RESECTION_LEVELS]
+        return torch.tensor(np.stack(cols, axis=1), dtype=torch.float32)
+
+    # -- fit / predict -------------------------------------------------------------------
+    def fit(self, train: TaskData, val: TaskData | None, ctx: FitContext) -> "TimmTransfer":
+        p = self.params
+        gen = seed_everything(ctx.seed)
+        self.classes_ = list(train.classes or sorted(set(train.y)))
+        rows = subsample(train.samples, p["max_train_samples"], ctx.seed)
+        wfile = weights_file(ctx, self.name)
+        ctx.tags[f"{self.name}.weights"] = str(wfile) if wfile else "random (no --weights file)"
+        if wfile is None:
+            ctx.log(f"  {self.name}: no --weights file, the {self.arch} backbone starts from random weights")
+        backbone = create_backbone(self.arch, weights=wfile)
+        tab = self._tabular(rows, fit=True)
+        head = FusionHead(backbone.num_features, tab.shape[1], len(self.classes_),
+                          int(p["dense1"]), int(p["dense2"]), float(p["dropout"]))
+        self.net_ = TransferNet(backbone, head).to(torch.device(ctx.device))
+        self.frozen_ = bool(p["freeze_backbone"])
+        self.device_ = ctx.device
+        y = torch.from_numpy(label_codes(rows["target"].to_numpy(), self.classes_))
+        x = self._inputs(train, rows)
+        val_loader = None
+        if val is not None and len(val):
+            vy = torch.from_numpy(label_codes(val.y, self.classes_))
+            val_loader = make_loader(self._inputs(val, val.samples), self._tabular(val.samples), vy,
+                                     batch_size=int(p["batch_size"]), shuffle=False)
+        fit_model(
+            self.net_.head if self.frozen_ else self.net_,
+            make_loader(x, tab, y, batch_size=int(p["batch_size"]), shuffle=True, generator=gen),
+            val_loader,
+            nn.CrossEntropyLoss(weight=class_weights(y.numpy(), len(self.classes_))),
+            LoopConfig(epochs=int(p["epochs"]), lr=float(p["lr"]), monitor="val_loss"),
+            ctx, metric_fn=accuracy_metric, tag=self.name,
+        )
+        self.device_ = ctx.device
+        return self
+
+    def _inputs(self, data: TaskData, rows: pd.DataFrame) -> torch.Tensor:
+        """Images, or with a frozen backbone their pooled features (computed once)."""
+        out = []
+        for start in range(0, len(rows), 256):
+            imgs = self._images(data, rows.iloc[start:start + 256])
+            if self.frozen_:
+                self.net_.backbone.eval()
+                imgs = predict_batches(nn.Sequential(self.net_.input, self.net_.backbone), imgs,
+                                       batch_size=64, device=self.device_)
+            out.append(imgs)
+        return torch.cat(out)
+
+    def predict(self, data: TaskData) -> np.ndarray:
+        if len(data) == 0:
+            return np.array([], dtype=object)
+        x, tab = self._inputs(data, data.samples), self._tabular(data.samples)
+        model = self.net_.head if self.frozen_ else self.net_
+        codes = predict_batches(model, x, tab, batch_size=64, device=self.device_).argmax(1).numpy()
+        return np.array([self.classes_[i] for i in codes], dtype=object)
+
+
+#: Registered backbones: the paper's eight, plus resnet18 and efficientnet_lite0 (small,
+#: with real ImageNet weights available offline) for quick runs.
+TRANSFER_BACKBONES: dict[str, str] = {
+    "resnet18": "resnet18", "resnet50": "resnet50", "resnet101": "resnet101",
+    "efficientnet_b4": "efficientnet_b4", "efficientnet_lite0": "efficientnet_lite0",
+    "vgg16": "vgg16", "inception_v3": "inception_v3", "inception_resnet_v2": "inception_resnet_v2",
+    "densenet121": "densenet121", "densenet201": "densenet201",
+}
+
+
+def _register(name: str, arch: str) -> type[TimmTransfer]:
+    doc = f"timm {arch} transfer backbone, GAP + dense/BN/dropout head fused with age and resection."
+    cls = type(f"Transfer_{name}", (TimmTransfer,), {"name": name, "arch": arch, "__doc__": doc,
+                                                    "__module__": __name__})
+    return register_baseline(cls)
+
+
+for _name, _arch in TRANSFER_BACKBONES.items():
+    _register(_name, _arch)

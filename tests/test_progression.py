@@ -1,0 +1,188 @@
+"""Progression suite at tiny sizes: cnn_lstm stages, stage-1 isolation, protocol manifests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("torch")
+
+from harness.runner import RunOptions, run_suite  # noqa: E402
+from harness.splits import SplitManifest, patient_overlaps  # noqa: E402
+from harness.suite import parse_suite  # noqa: E402
+
+TINY_PROGRESSION = {
+    "suite": {"name": "tiny-progression", "task": "progression"},
+    "data": {"cohort": "btp"},
+    "task": {"modalities": ["T1post", "FLAIR", "T2"], "eligibility": "grade_rise",
+             "min_eligible_patients": 3, "on_too_few": "use_all"},
+    "baselines": {
+        "default": ["cnn_lstm", "mean", "median", "patient_memorizer"],
+        "params": {"cnn_lstm": {"image_size": 32, "epochs": 3, "hidden": 16},
+                   "patient_memorizer": {"image_size": 32},
+                   "resnet18_grader": {"image_size": 32, "epochs": 1, "max_train_slices": 48,
+                                       "max_val_slices": 16}},
+    },
+    "protocols": {"row_random": {"ratios": [0.8, 0.0, 0.2]}, "leave_one_patient_out": {},
+                  "patient_kfold": {"n_splits": 3}},
+    "metrics": {"names": ["mae", "rmse", "r2"], "n_boot": 100},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_btp(tmp_path_factory) -> Path:
+    from harness.synth import generate_cohort
+
+    out = tmp_path_factory.mktemp("cohorts") / "btp"
+    generate_cohort("btp", out, n_patients=5, seed=1, signal="growth", grid_mm=8.0, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_aux(tmp_path_factory) -> Path:
+    from harness.synth import generate_cohort
+
+    out = tmp_path_factory.mktemp("cohorts") / "rembrandt"
+    generate_cohort("rembrandt", out, n_patients=6, seed=2, signal="growth", grid_mm=8.0, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_btp, tiny_aux, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("progression-run")
+    opts = RunOptions(data=tiny_btp, aux_data=tiny_aux, out=tmp / "out", tracking_uri=f"sqlite:///{tmp}/m.db",
+                      cache_dir=tmp / "cache", progress=False)
+    return run_suite(parse_suite(json.loads(json.dumps(TINY_PROGRESSION))), opts), tmp
+
+
+def test_summary_has_every_baseline_under_every_protocol(tiny_run):
+    result, _ = tiny_run
+    keys = {(r["baseline"], r["protocol"], r["metric"]) for r in result.summary["results"]}
+    assert keys == {(b, p, m) for b in TINY_PROGRESSION["baselines"]["default"]
+                    for p in TINY_PROGRESSION["protocols"] for m in ("mae", "rmse", "r2")}
+    assert result.failures == []
+    for r in result.summary["results"]:
+        assert r["n_patients"] == 5
+        assert r["ci95"][0] is None or r["ci95"][0] <= r["mean"] <= r["ci95"][1]
+
+
+def test_stage_tables_and_aux_fingerprint_are_recorded(tiny_run):
+    result, tmp = tiny_run
+    out = result.out_dir
+    grades = pd.read_csv(out / "stages" / "pseudo_grades.csv")
+    assert len(grades) == 10  # 5 patients x 2 scans
+    assert set(grades["pseudo_grade"]) <= {"II", "III", "IV"}
+    elig = pd.read_csv(out / "stages" / "eligibility.csv")
+    assert set(elig.columns) >= {"patient_id", "baseline_grade", "followup_grade", "grade_rises"}
+    tags = result.summary["stages"]["tags"]
+    assert len(tags["aux_dataset_fingerprint"]) == 64
+    assert "eligibility" in tags["eligibility_outcome"]
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp}/m.db")
+    runs = mlflow.search_runs(experiment_names=["harness/tiny-progression"],
+                              filter_string="tags.baseline = 'cnn_lstm'")
+    assert (runs["tags.aux_dataset_fingerprint"] == tags["aux_dataset_fingerprint"]).any()
+    assert {"row_random", "leave_one_patient_out", "patient_kfold"} <= set(runs["tags.comparison"].dropna())
+
+
+def test_every_row_of_a_patient_has_the_same_target_in_months(tiny_btp):
+    from harness.data.detect import load_cohort
+    from harness.tasks import progression_task
+
+    cohort = load_cohort(tiny_btp)
+    vols = {s: np.zeros((2, 2, 2)) for s in cohort.series["series_id"]}
+    data, _ = progression_task(cohort, vols, {}, modalities=["T1post", "FLAIR"])
+    per = data.samples.groupby("patient_id")["target"].nunique()
+    assert (per == 1).all()
+    months = cohort.patients.set_index("patient_id")["interval_days"].astype(float) / 30.4375
+    got = data.samples.groupby("patient_id")["target"].first()
+    assert np.allclose(got.to_numpy(), months.loc[got.index].to_numpy())
+    assert set(data.samples["visit"]) == {"baseline", "followup"}
+
+
+def test_stage1_grader_never_sees_a_progression_patient(tiny_btp, tiny_aux, tmp_path):
+    from baselines.cnn_lstm import aux_grading_data, check_isolation
+    from harness.data.detect import load_cohort
+    from harness.errors import HarnessError
+    from harness.tasks import progression_task
+
+    aux, fp, _ = aux_grading_data(tiny_aux, tmp_path, modalities=["T1post", "FLAIR"], slice_step=2,
+                                  min_foreground=0.15, progress=False)
+    cohort = load_cohort(tiny_btp)
+    vols = {s: np.zeros((2, 2, 2)) for s in cohort.series["series_id"]}
+    prog, _ = progression_task(cohort, vols, {})
+    assert set(aux.samples["patient_id"]) & set(prog.samples["patient_id"]) == set()
+    check_isolation(aux, prog)
+    leaked = prog.samples.copy()
+    leaked.loc[0, "patient_id"] = aux.samples["patient_id"].iloc[0]
+    with pytest.raises(HarnessError, match="never see a progression patient"):
+        check_isolation(aux, type(prog)(prog.task, prog.target_kind, leaked, None))
+
+
+def test_manifests_have_the_properties_they_claim(tiny_run):
+    result, _ = tiny_run
+    out = result.out_dir
+    samples = pd.concat([pd.read_csv(p, dtype=str) for p in (out / "predictions").glob("mean__patient_kfold.csv")])
+    lopo = SplitManifest.load(out / "manifests" / "leave_one_patient_out.json")
+    kfold = SplitManifest.load(out / "manifests" / "patient_kfold.json")
+    row = SplitManifest.load(out / "manifests" / "row_random.json")
+    frame = samples[["sample_id", "patient_id"]].drop_duplicates()
+    pid = frame.set_index("sample_id")["patient_id"]
+    assert patient_overlaps(lopo, frame) == [] and patient_overlaps(kfold, frame) == []
+    assert len(lopo.folds) == 5
+    assert all(pid.loc[f.test].nunique() == 1 for f in lopo.folds)
+    tested = [s for f in kfold.folds for s in f.test]
+    assert sorted(tested) == sorted(frame["sample_id"])  # every row tested exactly once
+    assert row.leaky and len(row.folds) == 1
+    n = len(frame)
+    assert len(row.folds[0].test) == round(0.2 * n) and len(row.folds[0].train) == n - round(0.2 * n)
+    assert patient_overlaps(row, frame)  # the paper's split puts patients on both sides
+
+
+def test_eligibility_rule():
+    from harness.errors import NoUsableDataError
+    from harness.tasks import TaskData
+    from harness.tasks.progression import eligibility_table, scan_grades, select_eligible
+
+    slices = pd.DataFrame({
+        "patient_id": ["A"] * 4 + ["B"] * 4, "study_id": ["a1", "a1", "a2", "a2", "b1", "b1", "b2", "b2"],
+        "study_date": ["2000-01-01", "2000-01-01", "2001-01-01", "2001-01-01"] * 2,
+        "grade": ["II", "II", "IV", "III", "III", "III", "III", "II"],
+        "modality": "T1post",
+    })
+    table = eligibility_table(scan_grades(slices))
+    assert table.set_index("patient_id")["grade_rises"].to_dict() == {"A": True, "B": False}
+    samples = pd.DataFrame({"sample_id": ["a", "b"], "patient_id": ["A", "B"], "target": [1.0, 2.0]})
+    data = TaskData("progression", "regression", samples, None)
+    kept, msg = select_eligible(data, table, rule="grade_rise", min_patients=1, on_too_few="fail")
+    assert list(kept.samples["patient_id"]) == ["A"] and "kept 1 of 2" in msg
+    same, msg = select_eligible(data, table, rule="grade_rise", min_patients=2, on_too_few="use_all")
+    assert len(same) == 2 and "TOO FEW" in msg
+    with pytest.raises(NoUsableDataError, match="only 1 of 2"):
+        select_eligible(data, table, rule="grade_rise", min_patients=2, on_too_few="fail")
+
+
+def test_cnn_lstm_paper_profile_fits_at_tiny_size(tiny_run, tiny_btp):
+    """The paper profile's settings run (sizes overridden to stay tiny) and are deterministic."""
+    from baselines import FitContext, get_baseline
+    from harness.runner import prepare_data
+
+    suite = parse_suite(json.loads(json.dumps({**TINY_PROGRESSION, "task": {
+        "modalities": ["T1post", "FLAIR"], "eligibility": "all"}})))
+    _, tmp = tiny_run
+    data = prepare_data(suite, RunOptions(data=tiny_btp, cache_dir=tmp / "cache", progress=False,
+                                          baselines=["mean"])).task_data
+    cls = get_baseline("cnn_lstm")
+    preds = []
+    for _ in range(2):
+        model = cls(profile="paper", image_size=32, epochs=2)
+        assert model.params["hidden"] == 128 and model.params["min_delta"] == 0.01
+        model.fit(data, None, FitContext(seed=5, work_dir=tmp / "cache"))
+        preds.append(model.predict(data))
+    assert preds[0].shape == (len(data),) and np.isfinite(preds[0]).all()
+    assert np.array_equal(preds[0], preds[1])

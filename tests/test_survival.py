@@ -1,0 +1,109 @@
+"""Survival suite at tiny sizes: both targets, imputation modes, three cuts, both protocols."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("timm")
+
+from harness.runner import RunOptions, run_suite  # noqa: E402
+from harness.splits import SplitManifest, patient_overlaps  # noqa: E402
+from harness.suite import parse_suite  # noqa: E402
+
+TINY_SURVIVAL = {
+    "suite": {"name": "tiny-survival", "task": "survival"},
+    "data": {"cohort": "brats20"},
+    "task": {"targets": ["grade", "survival_class"], "modalities": ["T1", "T1post", "T2", "FLAIR"],
+             "impute_lgg_survival": "paper"},
+    "baselines": {"default": ["resnet18", "majority", "patient_memorizer"],
+                  "params": {"resnet18": {"image_size": 32, "epochs": 2, "dense1": 8, "dense2": 8},
+                             "patient_memorizer": {"image_size": 32}}},
+    "protocols": {"image_level": {"ratios": [0.8, 0.0, 0.2]}, "patient_kfold": {"n_splits": 2}},
+    "metrics": {"names": ["accuracy", "macro_f1"], "n_boot": 100},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_brats(tmp_path_factory) -> Path:
+    from harness.synth import generate_cohort
+
+    out = tmp_path_factory.mktemp("cohorts") / "brats20"
+    generate_cohort("brats20", out, n_patients=6, seed=4, signal="growth", grid_mm=8.0, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_brats, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("survival-run")
+    opts = RunOptions(data=tiny_brats, out=tmp / "out", tracking_uri="none", cache_dir=tmp / "cache",
+                      progress=False)
+    return run_suite(parse_suite(json.loads(json.dumps(TINY_SURVIVAL))), opts)
+
+
+def test_every_baseline_under_every_protocol_for_both_targets(tiny_run):
+    assert tiny_run.failures == []
+    keys = {(r["target"], r["baseline"], r["protocol"]) for r in tiny_run.summary["results"]}
+    assert keys == {(t, b, p) for t in ("grade", "survival_class")
+                    for b in ("resnet18", "majority", "patient_memorizer")
+                    for p in ("image_level", "patient_kfold")}
+    assert set(tiny_run.summary["targets"]) == {"grade", "survival_class"}
+
+
+def test_image_level_splits_patients_and_patient_kfold_does_not(tiny_run):
+    out = tiny_run.out_dir
+    preds = pd.read_csv(out / "predictions" / "majority__patient_kfold__grade.csv", dtype=str)
+    frame = preds[["sample_id", "patient_id"]]
+    img = SplitManifest.load(out / "manifests" / "grade-image_level.json")
+    kf = SplitManifest.load(out / "manifests" / "grade-patient_kfold.json")
+    assert img.leaky and patient_overlaps(kf, frame) == []
+    # one sample per modality image; 80/20 over images
+    assert frame["sample_id"].str.rsplit("/", n=1).str[-1].isin(["T1", "T1post", "T2", "FLAIR"]).all()
+    n = len(frame)
+    assert len(img.folds[0].test) == round(0.2 * n)
+
+
+def test_imputation_modes(tiny_brats):
+    from harness.data.detect import load_cohort
+    from harness.tasks import survival_task
+    from harness.tasks.survival import survival_class
+
+    cohort = load_cohort(tiny_brats)
+    vols = {s: np.zeros((2, 2, 2)) for s in cohort.series["series_id"]}
+    paper, _ = survival_task(cohort, vols, {}, target="survival_class", impute_lgg_survival="paper")
+    lgg = set(cohort.patients.loc[cohort.patients["grade"] == "LGG", "patient_id"])
+    rows = paper.samples[paper.samples["patient_id"].isin(lgg)]
+    assert rows["imputed"].all() and rows["target"].isin(["mid", "long"]).all()
+    assert ((rows["survival_days"] >= 4 * 365.25) & (rows["survival_days"] <= 7 * 365.25)).all()
+    drop, _ = survival_task(cohort, vols, {}, target="survival_class", impute_lgg_survival="drop")
+    assert not set(drop.samples["patient_id"]) & lgg and not drop.samples["imputed"].any()
+    assert [survival_class(d) for d in (100, 400, 1900)] == ["short", "mid", "long"]
+
+
+def test_three_cuts_are_30mm_apart():
+    from baselines.torch_inputs import three_cuts
+
+    vol = np.zeros((40, 8, 8), np.float32)
+    vol[5:35, 2:8, 2:8] = 100.0  # the head spans slices 5..34; its centre is slice 20
+    vol[:, 0, 0] = np.arange(40)  # each slice carries its own index
+    cuts = three_cuts(vol, spacing_z=2.0)  # 30 mm at 2 mm per slice = 15 slices
+    assert list(cuts[:, 0, 0].astype(int)) == [5, 20, 35]
+    assert list(three_cuts(vol, spacing_z=1.0)[:, 0, 0].astype(int)) == [0, 20, 39]  # clipped
+
+
+def test_random_weights_are_stated(tiny_brats, tmp_path):
+    from baselines import FitContext, get_baseline
+    from harness.runner import prepare_data
+
+    suite = parse_suite(json.loads(json.dumps({**TINY_SURVIVAL, "task": {"target": "grade"}})))
+    data = prepare_data(suite, RunOptions(data=tiny_brats, cache_dir=tmp_path, progress=False)).task_data
+    said: list[str] = []
+    ctx = FitContext(seed=0, log=said.append)
+    model = get_baseline("resnet18")(profile="paper", image_size=32, epochs=1, dense1=8, dense2=8)
+    model.fit(data, None, ctx)
+    assert len(model.predict(data)) == len(data)
+    assert "random" in ctx.tags["resnet18.weights"] and any("random weights" in s for s in said)
