@@ -18,6 +18,8 @@ def synthetic_cohort_dir(cache_dir: Path, spec: dict[str, Any]) -> Path:
         f"{spec['cohort']}-n{spec.get('patients', 'default')}-s{spec.get('seed', 0)}"
         f"-{spec.get('signal', 'growth')}-g{grid}"
     )
+    if spec.get("signal_modality"):  # the known-truth option: class shown on one modality only
+        name += f"-only{spec['signal_modality']}"
     return Path(cache_dir) / "cohorts" / name
 
 
@@ -45,6 +47,7 @@ def ensure_synthetic_cohort(cache_dir: Path, spec: dict[str, Any], *, progress: 
             signal=spec.get("signal", "growth"),
             grid_mm=float(spec.get("grid_mm", 2.0)),
             progress=progress,
+            **({"signal_modality": spec["signal_modality"]} if spec.get("signal_modality") else {}),
         )
         tmp.rename(target)
     finally:

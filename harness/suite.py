@@ -59,6 +59,8 @@ class SuiteConfig:
     aux_data: dict[str, Any] = field(default_factory=dict)
     #: ``[explain]``: when present, a suite run also writes the explainability report.
     explain: dict[str, Any] = field(default_factory=dict)
+    #: ``[audit]``: options of the leakage/overfitting reports (see docs/audit.md).
+    audit: dict[str, Any] = field(default_factory=dict)
     #: The suite file this came from (what the explain report rereads).
     source: str = ""
 
@@ -68,6 +70,12 @@ class SuiteConfig:
 
 def load_suite(name_or_path: str) -> SuiteConfig:
     """Load a suite by name (benchmarks/suites/NAME.toml) or by path to a .toml file."""
+    path, raw = read_suite_file(name_or_path)
+    return parse_suite(raw, source=str(path))
+
+
+def read_suite_file(name_or_path: str) -> tuple[Path, dict[str, Any]]:
+    """The suite file's path and its raw TOML tables."""
     path = Path(name_or_path)
     if path.suffix != ".toml":
         suites = available_suites()
@@ -79,7 +87,7 @@ def load_suite(name_or_path: str) -> SuiteConfig:
         raw = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise HarnessError(f"{path}: cannot read suite file: {exc}") from exc
-    return parse_suite(raw, source=str(path))
+    return path, raw
 
 
 def parse_suite(raw: dict[str, Any], source: str = "<suite>") -> SuiteConfig:
@@ -100,6 +108,7 @@ def parse_suite(raw: dict[str, Any], source: str = "<suite>") -> SuiteConfig:
             n_boot=int(metrics.get("n_boot", 1000)),
             aux_data=dict(raw.get("aux_data", {})),
             explain=dict(raw.get("explain", {})),
+            audit=dict(raw.get("audit", {})),
             source=source,
         )
     except KeyError as exc:

@@ -8,9 +8,6 @@ tumour masks (REMBRANDT) still works, the mask-based scores are then left empty.
 
 from __future__ import annotations
 
-import shutil
-import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,33 +46,11 @@ class CaseSet:
                        self.is_key[idx], self.classes, self.modalities)
 
 
-def cohort_dir(cache_dir: Path, spec: dict[str, Any]) -> Path:
-    grid = str(spec.get("grid_mm", 4.0)).replace(".", "p")
-    name = (f"explain-{spec['cohort']}-n{spec.get('patients', 'default')}-s{spec.get('seed', 0)}"
-            f"-{spec.get('signal_modality') or 'growth'}-g{grid}")
-    return Path(cache_dir) / "cohorts" / name
-
-
 def ensure_known_truth_cohort(cache_dir: Path, spec: dict[str, Any], *, progress: bool = True) -> Path:
-    """Generate the known-truth cohort once (atomically: temp folder, then rename)."""
-    from harness.synth import generate_cohort
+    """Generate the known-truth cohort once (the shared synthetic-cohort cache)."""
+    from harness.cohorts import ensure_synthetic_cohort
 
-    target = cohort_dir(cache_dir, spec)
-    if target.is_dir():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    print(f"generating known-truth {spec['cohort']} cohort into {target} (once; cached after)", file=sys.stderr)
-    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", suffix=".partial", dir=target.parent))
-    try:
-        shutil.rmtree(tmp)
-        generate_cohort(spec["cohort"], tmp, n_patients=spec.get("patients"), seed=int(spec.get("seed", 0)),
-                        grid_mm=float(spec.get("grid_mm", 4.0)), progress=progress,
-                        signal_modality=spec.get("signal_modality"))
-        tmp.rename(target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return ensure_synthetic_cohort(cache_dir, {"grid_mm": 4.0, **spec}, progress=progress)
 
 
 def normalise(vol: np.ndarray) -> np.ndarray:

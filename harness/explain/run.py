@@ -70,18 +70,9 @@ class ExplainResult:
 
 def read_suite_tables(name_or_path: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """(suite name, [data], [explain]) of a suite file; the [explain] table may be absent."""
-    from harness.suite import available_suites, tomllib
+    from harness.suite import read_suite_file
 
-    path = Path(name_or_path)
-    if path.suffix != ".toml":
-        suites = available_suites()
-        if name_or_path not in suites:
-            raise HarnessError(f"unknown suite {name_or_path!r}; known suites: {', '.join(suites) or 'none found'}")
-        path = suites[name_or_path]
-    try:
-        raw = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise HarnessError(f"{path}: cannot read suite file: {exc}") from exc
+    path, raw = read_suite_file(name_or_path)
     name = raw.get("suite", {}).get("name", path.stem)
     return name, dict(raw.get("data", {})), dict(raw.get("explain", {}))
 
