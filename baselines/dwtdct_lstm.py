@@ -51,6 +51,8 @@ class DwtDctLstm(Baseline):
 
     name = "dwtdct_lstm"
     tasks = frozenset({"grading"})
+    #: Case inputs ``python -m harness explain`` can give it: volumes, every axial slice a sample.
+    explain_inputs = {3: "series"}
     target_kinds = frozenset({"classification"})
     profiles = {
         "quick": {"image_size": 128, "n_coefficients": 100, "hidden": 64, "layers": 1, "seq_len": 16,
@@ -116,3 +118,37 @@ class DwtDctLstm(Baseline):
         for k, (_, idx, _) in enumerate(series):
             out[idx] = self.classes_[int(logits[owner_arr == k].mean(axis=0).argmax())]
         return out
+
+    def explain_adapter(self, modalities=("T1", "T1post", "T2", "FLAIR"), dims: int = 3):
+        """The fitted LSTM for ``harness.explain``: features, not pixels.
+
+        The explained input is (B, M, D, F): per modality, the standardised DWT-DCT vector
+        of every axial slice of the volume (D slices x F coefficients; 0 is the training
+        mean). The LSTM reads the baseline's windows of ``seq_len`` slices, their logits
+        averaged (as ``predict`` does per series), then averaged over the modalities.
+        Heatmaps attribute to slice x coefficient, not to pixels; recurrent, so the explain
+        engine gives it the gradient methods only.
+        """
+        from harness.errors import HarnessError
+        from harness.explain.adapters import ExplainAdapter, PerModality, SeriesWindows, without_inplace
+
+        if dims != 3:
+            raise HarnessError(f"{self.name} reads whole series (a sequence of slices); explain it with --dims 3")
+        p = self.params
+        cfg = DwtDctConfig(image_size=int(p["image_size"]), n_coefficients=int(p["n_coefficients"]))
+        mu, sd = self.mu_, self.sd_
+
+        def prepare(x: np.ndarray) -> torch.Tensor:
+            n, m, d = x.shape[:3]
+            feats = dwtdct_features(x.reshape(n * m * d, *x.shape[3:]), cfg).reshape(n, m, d, -1)
+            return torch.as_tensor((feats - mu) / sd, dtype=torch.float32)
+
+        seq_len = int(p["seq_len"])
+        module = PerModality(SeriesWindows(without_inplace(self.model_).cpu(), partial(windows, seq_len=seq_len)),
+                             add_channel=False)
+        return ExplainAdapter(
+            module=module.eval(), modalities=list(modalities), classes=list(self.classes_), dims=3,
+            prepare_fn=prepare, kind="features",
+            description=f"LSTM over standardised DWT-DCT vectors ({cfg.n_coefficients} coefficients) of every "
+                        f"axial slice, windows of {seq_len} slices averaged; logits averaged over the modalities; "
+                        "maps are slice x coefficient")

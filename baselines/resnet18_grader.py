@@ -50,6 +50,8 @@ class ResNet18Grader(Baseline):
                   "gamma": 0.5, "max_train_slices": None, "max_val_slices": None},
     }
     backbone_name = "resnet18"
+    #: Case inputs ``python -m harness explain`` can give it: dims -> sample unit.
+    explain_inputs = {2: "slices"}
 
     def fit(self, train: TaskData, val: TaskData | None, ctx: FitContext) -> "ResNet18Grader":
         p = self.params
@@ -90,3 +92,32 @@ class ResNet18Grader(Baseline):
             out.append(predict_batches(self.model_, x, batch_size=128, device=self.device_).argmax(1))
         codes = torch.cat(out).numpy()
         return np.array([self.classes_[i] for i in codes], dtype=object)
+
+    def explain_adapter(self, modalities=("T1", "T1post", "T2", "FLAIR"), dims: int = 2):
+        """The fitted network for ``harness.explain``: grey slices of ``modalities``.
+
+        The explained input is (B, M, S, S): each modality's slice rescaled to [0, 1] and
+        resized to ``image_size`` (what ``slice_tensor`` feeds it). The network reads one
+        grey slice (replicated to RGB inside it); it is applied to each modality's slice
+        and the logits are averaged, so each modality gets its own heatmap. One modality:
+        exactly the network.
+        """
+        from harness.explain.adapters import ExplainAdapter, PerModality, resize_masks, without_inplace
+        from baselines.torch_inputs import unit_resize
+
+        if dims != 2:
+            from harness.errors import HarnessError
+
+            raise HarnessError(f"{self.name} reads 2D slices; explain it with --dims 2")
+        size = int(self.params["image_size"])
+
+        def prepare(x: np.ndarray) -> torch.Tensor:
+            n, m = x.shape[:2]
+            return unit_resize(x.reshape(n * m, *x.shape[2:]), size).view(n, m, size, size)
+
+        return ExplainAdapter(
+            module=PerModality(without_inplace(self.model_).cpu(), add_channel=True).eval(),
+            modalities=list(modalities), classes=list(self.classes_), dims=2, prepare_fn=prepare,
+            prepare_mask_fn=lambda mask, x: resize_masks(mask, (size, size)),
+            description=f"{self.backbone_name} on one grey slice ({size} px, rescaled to [0, 1]) per modality; "
+                        "logits averaged over the modalities")

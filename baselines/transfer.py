@@ -23,7 +23,7 @@ from torch import nn
 from baselines.registry import Baseline, FitContext, register_baseline
 from baselines.timm_backbone import create_backbone
 from baselines.torch_inputs import (
-    ImageNetInput, class_weights, label_codes, slice_tensor, subsample, three_cuts, weights_file,
+    ImageNetInput, class_weights, label_codes, slice_tensor, subsample, three_cuts, unit_resize, weights_file,
 )
 from baselines.torch_loop import LoopConfig, accuracy_metric, fit_model, make_loader, predict_batches, seed_everything
 from harness.tasks import TaskData
@@ -62,6 +62,9 @@ class TimmTransfer(Baseline):
     """Base class; subclasses set ``name`` and ``arch`` (the timm model name)."""
 
     arch: ClassVar[str] = ""
+    #: Case inputs ``python -m harness explain`` can give it: dims -> sample unit
+    #: (2D: slice samples, grey replicated; 3D: one volume per sample, three axial cuts).
+    explain_inputs: ClassVar[dict[int, str]] = {2: "slices", 3: "volumes"}
     tasks = frozenset({"survival", "grading"})
     target_kinds = frozenset({"classification"})
     profiles = {
@@ -165,6 +168,73 @@ class TimmTransfer(Baseline):
         model = self.net_.head if self.frozen_ else self.net_
         codes = predict_batches(model, x, tab, batch_size=64, device=self.device_).argmax(1).numpy()
         return np.array([self.classes_[i] for i in codes], dtype=object)
+
+    # -- explain -------------------------------------------------------------------------
+    def explain_adapter(self, modalities=("T1", "T1post", "T2", "FLAIR"), dims: int = 2,
+                        spacing_z: float = 1.0):
+        """The fitted network (backbone and head) for ``harness.explain``.
+
+        2D (fitted on slice samples): the explained input is (B, M, S, S), each
+        modality's slice rescaled to [0, 1] and resized (grey, replicated to RGB inside).
+        3D (fitted on volume samples): (B, M, 3, S, S), each modality's three axial cuts
+        ``gap_mm`` apart (the channels the backbone reads), rescaled together; the
+        explain engine sees them as a 3-slice volume, one heatmap per cut. ``spacing_z``:
+        the cases' axial spacing in mm (one grid for all). The network is
+        applied to each modality and the logits averaged; tabular inputs (age, resection)
+        are held at zero (the training mean, no resection flag).
+        """
+        from harness.explain.adapters import (
+            ExplainAdapter, FixedTabular, PerModality, resize_masks, without_inplace,
+        )
+        from harness.errors import HarnessError
+
+        if dims not in self.explain_inputs:
+            raise HarnessError(f"{self.name}: explain takes 2D slices or 3D volumes, not {dims}D")
+        size = int(self.params["image_size"])
+        n_tab = int(self.net_.head.net[0].in_features - self.net_.backbone.num_features)
+        net = FixedTabular(without_inplace(self.net_).cpu(), n_tab)
+        gap = float(self.params["gap_mm"])
+
+        if dims == 2:
+            def prepare(x: np.ndarray) -> torch.Tensor:
+                n, m = x.shape[:2]
+                return unit_resize(x.reshape(n * m, *x.shape[2:]), size).view(n, m, size, size)
+
+            mask_fn = lambda mask, x: resize_masks(mask, (size, size))  # noqa: E731
+            what = f"{self.arch} on one grey slice ({size} px) per modality"
+        else:
+            def prepare(x: np.ndarray) -> torch.Tensor:
+                out = torch.zeros((x.shape[0], x.shape[1], 3, size, size))
+                for i in range(x.shape[0]):
+                    for j in range(x.shape[1]):
+                        cuts = torch.from_numpy(three_cuts(x[i, j], float(spacing_z), gap))[None]
+                        lo, hi = float(cuts.min()), float(cuts.max())
+                        cuts = (cuts - lo) / (hi - lo) if hi > lo else torch.zeros_like(cuts)
+                        out[i, j] = torch.nn.functional.interpolate(
+                            cuts, size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
+                return out
+
+            def mask_fn(mask: np.ndarray, x: np.ndarray) -> np.ndarray:
+                # the cuts of the first modality (co-registered: the same head extent)
+                picked = np.stack([mask[i][cut_indices(x[i, 0], float(spacing_z), gap)] for i in range(len(mask))])
+                return resize_masks(picked.reshape(-1, *picked.shape[2:]), (size, size)).reshape(
+                    len(mask), 3, size, size)
+
+            what = f"{self.arch} on three axial cuts {gap:g} mm apart ({size} px) per modality"
+        return ExplainAdapter(
+            module=PerModality(net, add_channel=(dims == 2)).eval(), modalities=list(modalities),
+            classes=list(self.classes_), dims=dims, prepare_fn=prepare, prepare_mask_fn=mask_fn,
+            description=what + "; logits averaged over the modalities; tabular inputs at zero")
+
+
+def cut_indices(volume: np.ndarray, spacing_z: float, gap_mm: float = 30.0) -> np.ndarray:
+    """The axial indices :func:`three_cuts` takes (same rule), for masks and reports."""
+    from harness.tasks import foreground_fraction
+
+    fg = np.flatnonzero(foreground_fraction(volume) >= 0.15)
+    centre = int(round((fg[0] + fg[-1]) / 2)) if len(fg) else volume.shape[0] // 2
+    step = max(1, int(round(gap_mm / max(spacing_z, 1e-6))))
+    return np.clip([centre - step, centre, centre + step], 0, volume.shape[0] - 1)
 
 
 #: Registered backbones: the paper's eight, plus resnet18 and efficientnet_lite0 (small,

@@ -113,6 +113,8 @@ class UNet3DBaseline(Baseline):
 
     name: ClassVar[str] = "unet3d"
     tasks: ClassVar[frozenset[str]] = frozenset({"segmentation"})
+    #: Case inputs ``python -m harness explain`` can give it: 4-channel volumes with labels.
+    explain_inputs: ClassVar[dict[int, str]] = {3: "segmentation"}
     target_kinds: ClassVar[frozenset[str]] = frozenset({"segmentation"})
     profiles: ClassVar[dict[str, dict[str, Any]]] = {
         # CPU profile: tiny widths, few epochs, full volumes of a 4 mm grid.
@@ -157,3 +159,31 @@ class UNet3DBaseline(Baseline):
         from harness.segmentation.labels import probabilities_to_labels
 
         return np.array([probabilities_to_labels(p) for p in self.predict_proba(data)], dtype=object)
+
+    def explain_adapter(self, modalities: Sequence[str] = ("T1", "T1post", "T2", "FLAIR"), dims: int = 3,
+                        region: str = "WT") -> Any:
+        """The fitted U-Net for ``harness.explain``, reduced to one scalar score.
+
+        Explained input: the (B, 4, D, H, W) volume as the network takes it (T1, T1post,
+        T2, FLAIR). Score: S, ``region``'s logit (ET, TC or WT) summed over its predicted
+        voxels (p > 0.5), smoothed (softplus over the volume); the two "classes" are [none, region] with scores [0, log(S / K)],
+        K = 1% of the volume's voxels, so the target probability is S / (S + K)
+        (:class:`harness.explain.adapters.SegmentationScore`). Class-score methods then
+        apply in 3D.
+        """
+        from harness.explain.adapters import ExplainAdapter, SegmentationScore, without_inplace
+        from harness.segmentation.data import CHANNELS
+        from harness.segmentation.labels import REGIONS
+
+        if self.model is None:
+            raise HarnessError("unet3d: explain before fit")
+        if dims != 3:
+            raise HarnessError("unet3d segments volumes; explain it with --dims 3")
+        if region not in REGIONS:
+            raise HarnessError(f"unet3d: unknown region {region!r}; known: {', '.join(REGIONS)}")
+        return ExplainAdapter(
+            module=SegmentationScore(without_inplace(self.model).cpu(), REGIONS.index(region)).eval(),
+            modalities=list(CHANNELS), classes=[f"no {region}", region], dims=3,
+            prepare_fn=lambda x: torch.as_tensor(x, dtype=torch.float32), fixed_target=1,
+            description=f"3D U-Net; score S = {region} logit summed over the predicted {region} voxels "
+                        f"(softplus over the volume); p({region}) = S / (S + 1% of the voxels)")

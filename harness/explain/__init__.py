@@ -9,6 +9,7 @@ takes (B, M, H, W) or (B, M, D, H, W) input and returns class scores; see docs/e
 - :mod:`methods`: the 16 methods behind one registry (:data:`METHODS`).
 - :mod:`superpixels`, :mod:`postprocess`, :mod:`scores`: feature masks, display maps, scores.
 - :mod:`models`, :mod:`data`: the default small multi-modal CNN and the known-truth cohort.
+- :mod:`adapters`, :mod:`baselines`: registered torch baselines, fitted and handed over.
 - :mod:`run`, :mod:`report`, :mod:`cli`: the ``explain`` command end to end.
 """
 

@@ -21,7 +21,13 @@ def add_commands(subparsers: argparse._SubParsersAction, common_parent: argparse
         "explain", parents=[common_parent],
         help="explainability report: 16 Captum methods on multi-modal inputs, scored against known truth")
     p.add_argument("--suite", default="explain", help="suite with [data] and [explain] tables (default: explain)")
-    p.add_argument("--baseline", help=f"model to explain (default: the suite's; now: {', '.join(MODELS)})")
+    p.add_argument("--baseline", help=f"model to explain (default: the suite's): {', '.join(MODELS)}, or a "
+                                      "registered torch baseline (resnet18_grader, a timm backbone, dwtdct_lstm, "
+                                      "unet3d), fitted on the cohort's training patients")
+    p.add_argument("--modalities", type=_csv_list,
+                   help="modalities a registered single-modality baseline is fitted on and explained for "
+                        "(default: all four)")
+    p.add_argument("--profile", help="a registered baseline's profile (default: quick)")
     p.add_argument("--model-file", type=Path, help="a torch.save()d nn.Module to explain instead of training one")
     p.add_argument("--methods", type=_csv_list,
                    help=f"comma-separated methods (default: all): {', '.join(method_names())}")
@@ -40,7 +46,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     res = run_explain(ExplainOptions(
         suite=args.suite, data=args.data, baseline=args.baseline, model_file=args.model_file,
-        methods=args.methods, cases=args.cases, dims=args.dims, size=args.size, out=args.out,
+        methods=args.methods, cases=args.cases, modalities=args.modalities, profile=args.profile, dims=args.dims, size=args.size, out=args.out,
         tracking_uri=args.tracking_uri, seed=args.seed, cache_dir=args.cache_dir, progress=not args.no_progress))
     ranked = sorted(res.importance, key=res.importance.get, reverse=True)
     print(f"modality importance (mean |Shapley|): " + ", ".join(f"{m} {res.importance[m]:.3f}" for m in ranked))

@@ -38,12 +38,18 @@ class CaseSet:
     is_key: np.ndarray  # the patient's representative sample (largest tumour area, or the volume)
     classes: list[str]
     modalities: list[str]
+    #: The label maps (N, *spatial) uint8 in the cohort's convention (brats20: 0, 1, 2, 4), if any.
+    labels: np.ndarray | None = None
+    #: Voxel spacing (dz, dy, dx) in mm of each sample as resampled, where known.
+    spacing: list[tuple[float, float, float]] | None = None
 
     def subset(self, idx: np.ndarray | list[int]) -> "CaseSet":
         idx = np.asarray(idx, dtype=int)
         return CaseSet(self.x[idx], self.y[idx], None if self.mask is None else self.mask[idx],
                        [self.patient_ids[i] for i in idx], [self.slice_index[i] for i in idx],
-                       self.is_key[idx], self.classes, self.modalities)
+                       self.is_key[idx], self.classes, self.modalities,
+                       None if self.labels is None else self.labels[idx],
+                       None if self.spacing is None else [self.spacing[i] for i in idx])
 
 
 def ensure_known_truth_cohort(cache_dir: Path, spec: dict[str, Any], *, progress: bool = True) -> Path:
@@ -91,7 +97,7 @@ def load_cases(root: Path, *, dims: int = 2, size: int = 64, modalities: tuple[s
               if isinstance(r.grade, str) and r.grade in classes}
     store = VolumeStore((cache_dir or Path(".harness-cache")) / "arrays", progress=progress)
     problems = [str(p) for p in cohort.problems]
-    xs, ys, masks, pids, zs, keys = [], [], [], [], [], []
+    xs, ys, masks, pids, zs, keys, labels, spacings = [], [], [], [], [], [], [], []
     has_masks = "SEG" in set(cohort.series["modality"]) or "MASK" in set(cohort.series["modality"])
     try:
         for pid in cohort.patient_ids:
@@ -104,9 +110,11 @@ def load_cases(root: Path, *, dims: int = 2, size: int = 64, modalities: tuple[s
                 problems.append(f"{pid}: missing modalities {missing}; left out")
                 continue
             try:
-                vols = [normalise(store.load(rows.loc[m]).array) for m in modalities]
+                loaded = [store.load(rows.loc[m]) for m in modalities]
+                vols = [normalise(v.array) for v in loaded]
                 label_mod = "SEG" if "SEG" in rows.index else ("MASK" if "MASK" in rows.index else None)
-                seg = store.load(rows.loc[label_mod]).array > 0 if label_mod else None
+                label_map = np.rint(store.load(rows.loc[label_mod]).array).astype(np.uint8) if label_mod else None
+                seg = label_map > 0 if label_map is not None else None
             except Exception as exc:  # one bad patient must not stop the rest
                 problems.append(f"{pid}: {exc}; left out")
                 continue
@@ -114,9 +122,13 @@ def load_cases(root: Path, *, dims: int = 2, size: int = 64, modalities: tuple[s
                 problems.append(f"{pid}: modalities differ in shape; left out")
                 continue
             vol = np.stack(vols)
+            spacing = tuple(float(s) for s in loaded[0].spacing)
             if dims == 3:
                 xs.append(np.stack([_resize(v, (size,) * 3, 1) for v in vol]))
-                masks.append(_resize(seg.astype(np.uint8), (size,) * 3, 0) > 0 if seg is not None else None)
+                lab = _resize(label_map, (size,) * 3, 0) if label_map is not None else None
+                masks.append(lab > 0 if lab is not None else None)
+                labels.append(lab)
+                spacings.append(tuple(sp * n / size for sp, n in zip(spacing, vol.shape[1:])))
                 ys.append(classes.index(grades[pid])); pids.append(pid); zs.append(-1); keys.append(True)
                 continue
             area = seg.reshape(seg.shape[0], -1).sum(axis=1) if seg is not None else None
@@ -129,15 +141,20 @@ def load_cases(root: Path, *, dims: int = 2, size: int = 64, modalities: tuple[s
                                   min(vol.shape[1], best + slices_per_patient // 2 + 1)))
             for z in sorted(int(c) for c in cand):
                 xs.append(np.stack([_resize(v[z], (size, size), 1) for v in vol]))
-                masks.append(_resize(seg[z].astype(np.uint8), (size, size), 0) > 0 if seg is not None else None)
+                lab = _resize(label_map[z], (size, size), 0) if label_map is not None else None
+                masks.append(lab > 0 if lab is not None else None)
+                labels.append(lab)
+                spacings.append((spacing[0], *(sp * n / size for sp, n in zip(spacing[1:], vol.shape[2:]))))
                 ys.append(classes.index(grades[pid])); pids.append(pid); zs.append(z); keys.append(z == best)
     finally:
         store.close()
     if not xs:
         raise NoUsableDataError(f"{root}: no patient with a grade and all of {list(modalities)}")
-    mask_arr = np.stack(masks) if has_masks and all(m is not None for m in masks) else None
+    with_masks = has_masks and all(m is not None for m in masks)
+    mask_arr = np.stack(masks) if with_masks else None
+    label_arr = np.stack(labels) if with_masks else None
     return CaseSet(np.stack(xs).astype(np.float32), np.asarray(ys), mask_arr, pids, zs, np.asarray(keys),
-                   classes, list(modalities)), problems
+                   classes, list(modalities), label_arr, spacings), problems
 
 
 def patient_split(cases: CaseSet, test_fraction: float = 1 / 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -151,14 +151,38 @@ def _upsample(attr: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
     return F.interpolate(attr, size=size, mode=mode, align_corners=False)
 
 
+def _per_modality_cam(cam: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
+    """A layer map of batch B*M (a per-modality wrapper folds modalities into the batch) as (B, M, ...)."""
+    b, m = x.shape[:2]
+    if cam.shape[0] == b * m and m > 1 and cam.shape[1] == 1:
+        return cam.reshape(b, m, *cam.shape[2:])
+    return None
+
+
+def _fit_cam(cam: torch.Tensor, x: torch.Tensor, mode: str | None = None) -> torch.Tensor:
+    """(B, M, *layer spatial) -> x's shape. A 2D map of an input with one more axis (three
+    cuts read as channels by a 2D network) is upsampled in-plane and repeated along it."""
+    nd = cam.dim() - 2
+    size = tuple(x.shape[-nd:])
+    cam = _upsample(cam, size) if mode is None else F.interpolate(cam, size=size, mode=mode)
+    while cam.dim() < x.dim():
+        cam = cam.unsqueeze(2)
+    return cam.expand_as(x).contiguous()
+
+
 def grad_cam(model, x, target, cfg, extra):
     """Grad-CAM on the last convolution, upsampled to the input; the same map for every modality.
 
     Grad-CAM sees the fused feature maps, not the modalities: it cannot tell them apart,
     which is why its modality-importance correlation is undefined (ties) in the report.
+    A model that runs each modality through its layers separately (a per-modality
+    wrapper, batch B*M at the layer) gets one map per modality.
     """
     layer = extra.layer or last_conv(model)
     cam = LayerGradCam(model, layer).attribute(_grad_input(x), target=target, relu_attributions=False)
+    per = _per_modality_cam(cam.detach(), x)
+    if per is not None:
+        return _fit_cam(per, x)
     cam = _upsample(cam.detach(), tuple(x.shape[2:]))
     return cam.expand_as(x).contiguous()
 
@@ -166,7 +190,11 @@ def grad_cam(model, x, target, cfg, extra):
 def guided_grad_cam(model, x, target, cfg, extra):
     """Guided Grad-CAM: Guided Backprop (per modality) times the upsampled Grad-CAM."""
     layer = extra.layer or last_conv(model)
-    return GuidedGradCam(model, layer).attribute(_grad_input(x), target=target, interpolate_mode="nearest")
+    probe = LayerGradCam(model, layer).attribute(_grad_input(x), target=target, relu_attributions=True)
+    per = _per_modality_cam(probe.detach(), x)
+    if per is None:
+        return GuidedGradCam(model, layer).attribute(_grad_input(x), target=target, interpolate_mode="nearest")
+    return GuidedBackprop(model).attribute(_grad_input(x), target=target) * _fit_cam(per, x, "nearest")
 
 
 # -- perturbation methods -----------------------------------------------------------------
@@ -289,6 +317,8 @@ def attribute(name: str, model: nn.Module, x: torch.Tensor, target: int, cfg: Ex
     with warnings.catch_warnings():
         # Captum announces every hook it sets on ReLUs; that is expected here.
         warnings.filterwarnings("ignore", message=".*hooks.*", category=UserWarning)
+        # torch.use_deterministic_algorithms(warn_only=True), set by the baselines' training
+        warnings.filterwarnings("ignore", message=".*deterministic.*", category=UserWarning)
         attr = METHODS[name].fn(model, x, int(target), cfg, extra)
     attr = attr.detach().float()
     if attr.shape != x.shape:

@@ -1,7 +1,8 @@
 """The default models to explain: a small multi-modal CNN (2D slices or 3D volumes).
 
-The published slice classifiers live in ``baselines/``; until they expose their torch
-module the ``explain`` command trains this one (seeded, CPU, seconds). Its layout suits
+The registered torch baselines are explained through their adapters
+(:mod:`harness.explain.baselines`); without one the ``explain`` command trains this one
+(seeded, CPU, seconds). Its layout suits
 every Captum method: separate ``nn.ReLU`` modules (DeepLift, Guided Backprop and
 Deconvolution hook them; a reused or in-place ReLU breaks them), a last convolution for
 Grad-CAM, and an ordered list of parametrised layers for cascading randomisation.

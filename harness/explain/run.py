@@ -23,6 +23,10 @@ import torch
 from tqdm import tqdm
 
 from harness.errors import HarnessError
+from harness.explain.adapters import ExplainAdapter
+from harness.explain.baselines import (
+    default_dims, default_size, explainable_baseline, explainable_names, fit_baseline, sample_unit,
+)
 from harness.explain.config import ExplainConfig
 from harness.explain.data import DEFAULT_DATA, CaseSet, ensure_known_truth_cohort, load_cases, patient_split
 from harness.explain.engine import SCORE_COLUMNS, CaseExplanation, cohort_importance, explain_case, summarise
@@ -31,10 +35,17 @@ from harness.explain.models import MODELS, get_model_spec, predict_proba, train_
 from harness.explain.report import write_report
 
 #: ``[explain]`` keys besides the engine's knobs (``[explain.config]``).
+#: ``profile``, ``params`` (an ``[explain.params]`` table) and ``modalities`` apply to a
+#: registered baseline (``model = "resnet18_grader"``): its profile, parameter overrides and
+#: the modalities it is fitted on and explained for (default: all four).
 RUN_DEFAULTS: dict[str, Any] = {
     "model": "multimodal_cnn", "dims": None, "size": None, "cases": 4, "methods": ["all"], "epochs": None,
     "lr": 3e-3, "slices_per_patient": 5, "test_fraction": 1 / 3, "threads": 1, "seed": 0,
+    "profile": "quick", "params": {}, "modalities": None,
 }
+
+#: Cascading randomisation for a registered baseline unless ``sanity_methods`` is set.
+BASELINE_SANITY_METHODS: tuple[str, ...] = ("gradient",)
 
 
 @dataclass
@@ -54,6 +65,8 @@ class ExplainOptions:
     seed: int | None = None
     cache_dir: Path = Path(".harness-cache")
     progress: bool = True
+    modalities: list[str] | None = None
+    profile: str | None = None
 
 
 @dataclass
@@ -86,7 +99,7 @@ def resolve(opts: ExplainOptions) -> tuple[str, dict[str, Any], dict[str, Any], 
         raise HarnessError(f"suite {name!r} [explain]: unknown key(s) {unknown}; known: {sorted(RUN_DEFAULTS)} "
                            "and a [explain.config] table")
     run = {**RUN_DEFAULTS, **table}
-    for key in ("methods", "cases", "dims", "size", "seed"):
+    for key in ("methods", "cases", "dims", "size", "seed", "modalities", "profile"):
         value = getattr(opts, key)
         if value is not None:
             run[key] = value
@@ -96,11 +109,15 @@ def resolve(opts: ExplainOptions) -> tuple[str, dict[str, Any], dict[str, Any], 
     if opts.seed is not None:
         engine_raw["seed"] = opts.seed
     cfg = ExplainConfig.from_mapping(engine_raw, f"suite {name!r} [explain.config]")
+    if "sanity_methods" not in engine_raw and run["model"] not in MODELS and opts.model_file is None:
+        # A published network has ~20-60 parametrised layers: one re-explanation each per
+        # method. Unless the suite asks for more, only the plain gradient gets the check.
+        cfg.sanity_methods = list(BASELINE_SANITY_METHODS)
     return name, data, run, cfg
 
 
 def _model(run: dict[str, Any], opts: ExplainOptions) -> tuple[torch.nn.Module | None, int]:
-    """(a loaded model or None to train one, dims)."""
+    """(a loaded model or None to train or fit one, dims)."""
     if opts.model_file is not None:
         try:
             model = torch.load(opts.model_file, map_location="cpu", weights_only=False)
@@ -113,11 +130,23 @@ def _model(run: dict[str, Any], opts: ExplainOptions) -> tuple[torch.nn.Module |
     if name not in MODELS:
         from baselines import list_baselines
 
-        known = list_baselines()
-        hint = (f"{name!r} is a registered baseline, but explain cannot take its torch module yet; "
-                if name in known else f"unknown model {name!r}; ")
-        raise HarnessError(hint + f"explain trains one of {', '.join(MODELS)} or loads --model-file")
+        if name not in list_baselines():
+            raise HarnessError(f"unknown model {name!r}; explain trains one of {', '.join(MODELS)}, fits one of "
+                               f"the torch baselines {', '.join(explainable_names())}, or loads --model-file")
+        cls = explainable_baseline(name)
+        dims = int(run["dims"] or default_dims(cls))
+        sample_unit(cls, dims)  # says which dims the baseline takes
+        return None, dims
     return None, int(run["dims"] or get_model_spec(name).dims)
+
+
+def _baseline_params(run: dict[str, Any]) -> dict[str, Any]:
+    """The baseline's resolved parameters (profile defaults + [explain.params])."""
+    cls = explainable_baseline(run["model"])
+    profile = str(run["profile"])
+    if profile not in cls.profiles:
+        raise HarnessError(f"baseline {run['model']!r} has no profile {profile!r}; known: {sorted(cls.profiles)}")
+    return {**cls.profiles[profile], **dict(run["params"] or {})}
 
 
 def pick_cases(cases: CaseSet, test: np.ndarray, n: int) -> list[int]:
@@ -144,7 +173,11 @@ def run_explain(opts: ExplainOptions) -> ExplainResult:
         data_dir = ensure_known_truth_cohort(opts.cache_dir, data_spec, progress=opts.progress)
         known = data_spec.get("signal_modality")
     model, dims = _model(run, opts)
-    size = int(run["size"] or (64 if dims == 2 else 32))
+    is_baseline = model is None and run["model"] not in MODELS
+    if is_baseline:
+        size = int(run["size"] or default_size(explainable_baseline(run["model"]), _baseline_params(run), dims))
+    else:
+        size = int(run["size"] or (64 if dims == 2 else 32))
     cases, problems = load_cases(data_dir, dims=dims, size=size, slices_per_patient=int(run["slices_per_patient"]),
                                  cache_dir=opts.cache_dir, progress=opts.progress)
     train, test = patient_split(cases, float(run["test_fraction"]), seed)
@@ -153,7 +186,22 @@ def run_explain(opts: ExplainOptions) -> ExplainResult:
                             "modalities": ", ".join(cases.modalities), "classes": ", ".join(cases.classes),
                             "train patients": len({cases.patient_ids[i] for i in train}),
                             "test patients": len({cases.patient_ids[i] for i in test})}
-    if model is None:
+    chosen = pick_cases(cases, test, int(run["cases"]))
+    if not chosen:
+        raise HarnessError("no held-out case to explain (too few patients?)")
+    adapter: ExplainAdapter | None = None
+    if is_baseline:
+        modalities = list(run["modalities"] or cases.modalities)
+        unknown = [m for m in modalities if m not in cases.modalities]
+        if unknown:
+            raise HarnessError(f"[explain] modalities {unknown} are not in the cohort's {cases.modalities}")
+        fitted = fit_baseline(run["model"], cases, train, test, dims=dims, modalities=modalities,
+                              profile=str(run["profile"]), params=dict(run["params"] or {}), seed=seed,
+                              log=(lambda msg: print(msg, file=sys.stderr)) if opts.progress else (lambda _: None))
+        adapter = fitted.adapter
+        model = adapter.module
+        meta.update(fitted.meta)
+    elif model is None:
         model = get_model_spec(run["model"]).build(len(cases.modalities), len(cases.classes))
         epochs = int(run["epochs"] or (30 if dims == 2 else 80))  # the 3D net needs longer to find the core
         fit = train_classifier(model, cases.x[train], cases.y[train], epochs=epochs,
@@ -162,26 +210,29 @@ def run_explain(opts: ExplainOptions) -> ExplainResult:
     else:
         meta["model"] = f"loaded from {opts.model_file}"
     model.eval()
-    if len(test):
+    if adapter is None and len(test):
         acc = float((predict_proba(model, cases.x[test]).argmax(1) == cases.y[test]).mean())
         meta["test accuracy (held-out patients, all samples)"] = f"{acc:.3f} (n={len(test)})"
     wanted = None if "all" in run["methods"] else list(run["methods"])
     methods, skipped = applicable_methods(model, wanted)
-    chosen = pick_cases(cases, test, int(run["cases"]))
-    if not chosen:
-        raise HarnessError("no held-out case to explain (too few patients?)")
     meta["cases explained"] = len(chosen)
-    explained = _explain_all(model, cases, chosen, methods, cfg, opts.progress)
+    inputs = _inputs(cases, chosen, adapter)
+    if adapter is not None:
+        meta["explained input shape"] = (f"{' x '.join(str(d) for d in inputs.x.shape[1:])} ({adapter.kind}; "
+                                         f"channels {', '.join(adapter.modalities)})")
+        if adapter.fixed_target is not None or known not in adapter.modalities:
+            known = None  # the known-truth claim is about the grade, over the modalities it reads
+    explained = _explain_all(model, inputs, methods, cfg, opts.progress)
     summary = summarise(explained, methods)
     importance = cohort_importance(explained)
     out_dir = opts.out or Path("reports") / f"{name}-explain" / _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     title = f"Explainability report: {meta['model']} on {Path(str(data_dir)).name}"
     html_path, md_path = write_report(out_dir, title=title, meta=meta, cases=explained, methods=methods,
-                                      summary=summary, modalities=cases.modalities, classes=cases.classes,
+                                      summary=summary, modalities=inputs.modalities, classes=inputs.classes,
                                       importance=importance, known_modality=known, skipped=skipped,
                                       problems=problems)
     csv_path = _write_csv(out_dir / "scores.csv", summary)
-    imp = {m: float(v) for m, v in zip(cases.modalities, importance)}
+    imp = {m: float(v) for m, v in zip(inputs.modalities, importance)}
     (out_dir / "explain.json").write_text(json.dumps(
         {"meta": meta, "run": run, "config": cfg.to_dict(), "summary": summary, "modality_importance": imp,
          "known_modality": known, "skipped": skipped}, indent=2, default=str))
@@ -191,18 +242,45 @@ def run_explain(opts: ExplainOptions) -> ExplainResult:
     return result
 
 
-def _explain_all(model: torch.nn.Module, cases: CaseSet, chosen: list[int], methods: list[str],
-                 cfg: ExplainConfig, progress: bool) -> list[CaseExplanation]:
+@dataclass
+class ExplainInputs:
+    """The chosen cases as the model takes them: x (n, M, *spatial), targets, masks, names."""
+
+    x: np.ndarray
+    targets: np.ndarray
+    masks: np.ndarray | None
+    patient_ids: list[str]
+    index: list[int]
+    modalities: list[str]
+    classes: list[str]
+
+
+def _inputs(cases: CaseSet, chosen: list[int], adapter: ExplainAdapter | None) -> ExplainInputs:
+    pids = [cases.patient_ids[i] for i in chosen]
+    masks = None if cases.mask is None else cases.mask[chosen]
+    if adapter is None:
+        return ExplainInputs(cases.x[chosen], cases.y[chosen], masks, pids, list(chosen), list(cases.modalities),
+                             list(cases.classes))
+    x = adapter.prepare(cases.x[chosen], cases.modalities).numpy()
+    masks = adapter.prepare_mask(masks, cases.x[chosen], cases.modalities)
+    targets = (np.full(len(chosen), adapter.fixed_target) if adapter.fixed_target is not None
+               else cases.y[chosen])
+    return ExplainInputs(x, targets, masks, pids, list(chosen), list(adapter.modalities), list(adapter.classes))
+
+
+def _explain_all(model: torch.nn.Module, inputs: ExplainInputs, methods: list[str], cfg: ExplainConfig,
+                 progress: bool) -> list[CaseExplanation]:
     out = []
-    bar = tqdm(total=len(chosen) * len(methods), desc="explain", unit="map", disable=not progress, file=sys.stderr)
+    n = len(inputs.x)
+    bar = tqdm(total=n * len(methods), desc="explain", unit="map", disable=not progress, file=sys.stderr)
     try:
-        for k, i in enumerate(chosen):
-            others = [j for j in chosen if j != i] or [i]
+        for k in range(n):
+            others = [j for j in range(n) if j != k] or [k]
             out.append(explain_case(
-                model, cases.x[i], int(cases.y[i]), methods, cfg,
-                mask=None if cases.mask is None else cases.mask[i], batch=cases.x[others], index=i,
-                patient_id=cases.patient_ids[i], sanity=k < max(0, cfg.sanity_cases),
-                on_method=lambda n: (bar.set_postfix_str(n), bar.update(1))))
+                model, inputs.x[k], int(inputs.targets[k]), methods, cfg,
+                mask=None if inputs.masks is None else inputs.masks[k], batch=inputs.x[others],
+                index=inputs.index[k], patient_id=inputs.patient_ids[k], sanity=k < max(0, cfg.sanity_cases),
+                on_method=lambda name: (bar.set_postfix_str(name), bar.update(1))))
     finally:
         bar.close()
     return out
