@@ -15,6 +15,7 @@ from baselines.registry import (
 # Importing the modules registers their baselines.
 from baselines import controls as _controls  # noqa: F401,E402
 from baselines import logreg_dwtdct as _logreg_dwtdct  # noqa: F401,E402
+from baselines import perfusion_ridge as _perfusion_ridge  # noqa: F401,E402
 
 # Torch baselines: registered only where torch is installed (the harness runs without it).
 try:  # noqa: SIM105

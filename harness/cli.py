@@ -15,7 +15,7 @@ from harness.errors import HarnessError
 SYNTH_FLAVOURS = ("rembrandt", "btp", "brats20")
 #: Modules that add subcommands: each has ``add_commands(subparsers, common_parent)`` and
 #: sets ``func`` on its parsers, so a capability brings its own CLI without editing this file.
-PLUGIN_COMMAND_MODULES: tuple[str, ...] = ("harness.segmentation.cli", "harness.explain.cli")
+PLUGIN_COMMAND_MODULES: tuple[str, ...] = ("harness.segmentation.cli", "harness.explain.cli", "harness.audit.cli")
 
 
 def _csv_list(text: str) -> list[str]:

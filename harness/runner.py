@@ -92,6 +92,10 @@ class RunResult:
     failures: list[str] = field(default_factory=list)
     folds_fitted: int = 0
     folds_reused: int = 0
+    #: One record per baseline x protocol (x variant): fold cache dir, MLflow parent run id.
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    #: Report files written after the suite (leakage, overfitting, audit).
+    reports: list[Path] = field(default_factory=list)
 
 
 def log(message: str) -> None:
@@ -337,6 +341,8 @@ def run_baseline_protocol(
     parent = tracker.open_parent(run_key, label, run_params, tags) if tracker else None
     logged = parent.finished_folds() if parent else set()
     fold_dir = opts.cache_dir / "folds" / run_key
+    result.runs.append({"variant": variant, "baseline": baseline_name, "protocol": protocol,
+                        "fold_dir": fold_dir, "parent_run_id": parent.run_id if parent else None})
     frames: list[pd.DataFrame] = []
     try:
         for fold in manifest.folds:
@@ -457,10 +463,12 @@ def run_suite(suite: SuiteConfig, opts: RunOptions) -> RunResult:
     result = RunResult(out_dir=out_dir, summary={})
     variant_options = dict(task_variants(suite))
     summaries: list[tuple[str, dict[str, Any]]] = []
+    all_manifests: dict[str, dict[str, SplitManifest]] = {}
     for variant, view in data.views.items():
         vdata = replace(data, task_data=view, variant=variant)
         vsuite = replace(suite, task_options=variant_options[variant]) if variant else suite
         manifests = prepare_manifests(vsuite, opts, vdata, protocols, seed, out_dir)
+        all_manifests[variant] = {p: m for p, (m, _) in manifests.items()}
         estimates: list[tuple[str, str, MetricEstimate]] = []
         for baseline_name in baselines:
             for protocol, (manifest, manifest_path) in manifests.items():
@@ -507,9 +515,36 @@ def run_suite(suite: SuiteConfig, opts: RunOptions) -> RunResult:
     if tracker is not None:
         print(f"MLflow runs: experiment 'harness/{suite.name}' in {tracker.tracking_uri} "
               "(open with: python -m harness ui; group runs by the tag 'comparison')")
+    _audit_after_suite(suite, opts, data, all_manifests, tracker, result, seed)
     if suite.explain:
         _explain_after_suite(suite, opts, out_dir, result)
     return result
+
+
+def _audit_after_suite(suite: SuiteConfig, opts: RunOptions, data: PreparedData,
+                       manifests: dict[str, dict[str, SplitManifest]], tracker: Any,
+                       result: RunResult, seed: int) -> None:
+    """Every suite run gets the leakage and overfitting reports (and, for progression,
+    audit.md); they are logged to each parent MLflow run. A report failure is recorded
+    as a failure but never loses the suite's results."""
+    from harness.audit import write_suite_reports
+
+    try:
+        paths = write_suite_reports(suite=suite, opts=opts, data=data, manifests=manifests,
+                                    result=result, seed=seed, log=log)
+    except Exception as exc:  # noqa: BLE001 - the suite's results are already written
+        result.failures.append(f"audit reports: {type(exc).__name__}: {exc}")
+        log(f"FAILED audit reports:\n{traceback.format_exc()}")
+        return
+    result.reports = paths
+    if tracker is not None:
+        for run in result.runs:
+            if run["parent_run_id"]:
+                for path in paths:
+                    tracker.client.log_artifact(run["parent_run_id"], str(path), "reports")
+    for path in paths:
+        if path.suffix == ".html" or path.name == "audit.md":
+            print(f"report: {path}")
 
 
 def _explain_after_suite(suite: SuiteConfig, opts: RunOptions, out_dir: Path, result: RunResult) -> None:

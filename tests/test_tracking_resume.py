@@ -46,7 +46,7 @@ def test_mlflow_parent_per_baseline_protocol_and_nested_fold_runs(tiny_rembrandt
         assert parent.data.params["baseline"] == tags["baseline"]
         assert "accuracy" in parent.data.metrics and "accuracy_ci95_lo" in parent.data.metrics
         artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-        assert artifacts == {"manifests", "predictions"}
+        assert artifacts == {"manifests", "predictions", "reports"}  # reports: leakage + overfitting
 
 
 def _fold_files(cache: Path) -> list[Path]:
