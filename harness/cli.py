@@ -176,7 +176,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_ui(args: argparse.Namespace) -> int:
     """Run ``mlflow ui`` in its own process group and stop the whole group on exit."""
-    from harness.tracking import default_artifact_root, default_tracking_uri
+    from harness.tracking import default_artifact_root, default_tracking_uri, experiment_pages
 
     uri = args.tracking_uri or default_tracking_uri()
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
@@ -184,7 +184,10 @@ def cmd_ui(args: argparse.Namespace) -> int:
     artifacts = default_artifact_root(uri)
     if artifacts:
         cmd += ["--default-artifact-root", artifacts]
-    print(f"MLflow UI for {uri} on http://{args.host}:{args.port} (Ctrl-C stops it)")
+    base = f"http://{args.host}:{args.port}"
+    print(f"MLflow UI for {uri} on {base} (Ctrl-C stops it)")
+    for name, url in experiment_pages(uri, base):
+        print(f"  {name}: {url}")
     proc = subprocess.Popen(cmd, start_new_session=True)
     # SIGTERM to us must also stop the UI's worker processes: turn it into SystemExit.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

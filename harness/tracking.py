@@ -184,3 +184,21 @@ def _log_batch(
 def _param_value(value: Any) -> str:
     text = str(value)
     return text if len(text) <= MAX_PARAM_CHARS else text[: MAX_PARAM_CHARS - 12] + "...[cut]"
+
+
+def experiment_pages(tracking_uri: str, base_url: str) -> list[tuple[str, str]]:
+    """(experiment name, URL of its runs table) for each harness experiment in a store.
+
+    MLflow 3's UI opens experiments on its GenAI overview; the runs table is where a
+    suite's baselines and protocols are compared, so the CLI prints these links.
+    """
+    from mlflow.tracking import MlflowClient
+
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///"):]).exists():
+        return []
+    try:
+        experiments = MlflowClient(tracking_uri=tracking_uri).search_experiments()
+    except Exception:  # an unreachable store: the UI itself will say so
+        return []
+    return [(e.name, f"{base_url}/#/experiments/{e.experiment_id}/runs")
+            for e in experiments if e.name.startswith("harness/")]

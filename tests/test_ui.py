@@ -56,3 +56,13 @@ def test_ui_serves_on_loopback_and_stops_cleanly(tmp_path):
     # the UI's server and workers ran in a process group of their own; none is left
     leftover = subprocess.run(["pgrep", "-f", f"--port {port}"], capture_output=True, text=True).stdout
     assert not leftover.strip(), leftover
+
+
+def test_ui_lists_a_runs_table_link_per_harness_experiment(tmp_path):
+    from harness.tracking import Tracker, experiment_pages
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert experiment_pages(uri, "http://127.0.0.1:5000") == []  # no store yet: nothing to list
+    tracker = Tracker(uri, "harness/grading")
+    pages = experiment_pages(uri, "http://127.0.0.1:5000")
+    assert pages == [("harness/grading", f"http://127.0.0.1:5000/#/experiments/{tracker.experiment_id}/runs")]
