@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
-import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field, replace
@@ -27,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from baselines import Baseline, FitContext, get_baseline
+from harness.atomic import atomic_write
 from harness import __version__
 from harness.cohorts import DEFAULT_CACHE_DIR, ensure_synthetic_cohort
 from harness.data.cohort import Problem
@@ -232,11 +231,7 @@ def _digest(obj: Any) -> str:
 
 
 def _write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        frame.to_csv(fh, index=False)
-    os.replace(tmp, path)
+    atomic_write(path, lambda fh: frame.to_csv(fh, index=False), text=True)
 
 
 def fit_predict_fold(

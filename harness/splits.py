@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
+from harness.atomic import atomic_write
 from harness.errors import HarnessError, LeakySplitError
 
 TASKS: tuple[str, ...] = ("classification", "regression")
@@ -97,16 +97,7 @@ class SplitManifest:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the canonical JSON atomically, so an interrupted run leaves no torn file."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(self.to_json())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(Path(path), lambda fh: fh.write(self.to_json()), text=True)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SplitManifest:

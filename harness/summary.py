@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
+from harness.atomic import atomic_write
 from harness.metrics import MetricEstimate
 from harness.splits import SplitManifest, get_protocol
 from harness.suite import SuiteConfig
@@ -67,12 +66,7 @@ def _num(value: float) -> float | None:
 
 def write_json(obj: Any, path: Path) -> None:
     """Write atomically, so a reader never sees half a summary."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(obj, fh, indent=2, sort_keys=False)
-        fh.write("\n")
-    os.replace(tmp, path)
+    atomic_write(path, lambda fh: fh.write(json.dumps(obj, indent=2) + "\n"), text=True)
 
 
 def _cell(entry: dict[str, Any] | None) -> str:

@@ -22,7 +22,6 @@ import json
 import multiprocessing
 import os
 import sqlite3
-import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -34,6 +33,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from harness.atomic import atomic_write
 from harness.data.cohort import LABEL_MODALITIES, Cohort, Problem
 from harness.data.volume import (
     DECODER_VERSION,
@@ -111,23 +111,6 @@ def _entry_paths(entries_dir: Path, key: str) -> tuple[Path, Path]:
     return d / f"{key}.npy", d / f"{key}.json"
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        # No fsync: os.replace is atomic for a killed process, and after a power loss a
-        # short .npy fails _npy_complete's size check and is rebuilt.
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def _read_entry(entries_dir: Path, key: str, *, with_array: bool = True
                 ) -> tuple[dict, np.ndarray | None] | None:
     """A complete entry, or None when absent or unreadable (then it is rebuilt)."""
@@ -163,8 +146,8 @@ def _npy_complete(npy: Path, shape: list[int]) -> bool:
 def _write_entry(entries_dir: Path, key: str, meta: dict, array: np.ndarray | None) -> None:
     npy, meta_path = _entry_paths(entries_dir, key)
     if array is not None:
-        _atomic_write(npy, lambda fh: np.save(fh, array, allow_pickle=False))
-    _atomic_write(meta_path, lambda fh: fh.write(canonical_json(meta).encode()))
+        atomic_write(npy, lambda fh: np.save(fh, array, allow_pickle=False))
+    atomic_write(meta_path, lambda fh: fh.write(canonical_json(meta).encode()))
 
 
 # --------------------------------------------------------------------------- the job

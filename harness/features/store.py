@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from harness.atomic import atomic_write
 from harness.tasks import TaskData
 
 FeatureFn = Callable[[np.ndarray], np.ndarray]
@@ -58,9 +57,5 @@ class FeatureStore:
         feats = np.asarray(fn(np.asarray(data.volumes[image_id], dtype=np.float32)), np.float32)
         self.n_computed += 1
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-            with os.fdopen(fd, "wb") as fh:
-                np.save(fh, feats)
-            os.replace(tmp, path)
+            atomic_write(path, lambda fh: np.save(fh, feats))
         return feats

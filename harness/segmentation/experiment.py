@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -18,6 +16,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from harness.atomic import atomic_write
 from harness.segmentation.data import SegCase
 from harness.segmentation.labels import Thresholds, probabilities_to_labels
 from harness.segmentation.lesionwise import SCORE_COLUMNS, score_regions
@@ -57,11 +56,7 @@ def digest(obj: Any) -> str:
 
 
 def save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
-    with os.fdopen(fd, "wb") as fh:
-        np.savez_compressed(fh, **arrays)
-    os.replace(tmp, path)
+    atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays))
 
 
 def load_npz(path: Path) -> dict[str, np.ndarray] | None:
