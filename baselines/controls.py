@@ -30,36 +30,35 @@ class MajorityClass(Baseline):
         return np.full(len(data), self.majority_, dtype=object)
 
 
+class _ConstantRegressor(Baseline):
+    """Predicts one statistic of the training target for every sample."""
+
+    tasks = frozenset({"progression", "survival_days"})
+    target_kinds = frozenset({"regression"})
+    statistic = staticmethod(np.mean)
+
+    def fit(self, train: TaskData, val: TaskData | None, ctx: FitContext) -> "_ConstantRegressor":
+        self.value_ = float(self.statistic(train.y.astype(float)))
+        return self
+
+    def predict(self, data: TaskData) -> np.ndarray:
+        return np.full(len(data), self.value_, dtype=float)
+
+
 @register_baseline
-class MeanPredictor(Baseline):
+class MeanPredictor(_ConstantRegressor):
     """Predicts the training mean of the target."""
 
     name = "mean"
-    tasks = frozenset({"progression", "survival_days"})
-    target_kinds = frozenset({"regression"})
-
-    def fit(self, train: TaskData, val: TaskData | None, ctx: FitContext) -> "MeanPredictor":
-        self.mean_ = float(np.mean(train.y.astype(float)))
-        return self
-
-    def predict(self, data: TaskData) -> np.ndarray:
-        return np.full(len(data), self.mean_, dtype=float)
+    statistic = staticmethod(np.mean)
 
 
 @register_baseline
-class MedianPredictor(Baseline):
+class MedianPredictor(_ConstantRegressor):
     """Predicts the training median of the target (robust to a few long intervals)."""
 
     name = "median"
-    tasks = frozenset({"progression", "survival_days"})
-    target_kinds = frozenset({"regression"})
-
-    def fit(self, train: TaskData, val: TaskData | None, ctx: FitContext) -> "MedianPredictor":
-        self.median_ = float(np.median(train.y.astype(float)))
-        return self
-
-    def predict(self, data: TaskData) -> np.ndarray:
-        return np.full(len(data), self.median_, dtype=float)
+    statistic = staticmethod(np.median)
 
 
 @register_baseline
