@@ -22,6 +22,15 @@ def tiny_rembrandt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def known_truth(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A BraTS-2020-style cohort whose grade shows on T1post only (8 patients, 6 mm)."""
+    from harness.synth import generate_cohort
+
+    return generate_cohort("brats20", tmp_path_factory.mktemp("kt") / "c", n_patients=8, seed=1, grid_mm=6.0,
+                           progress=False, signal_modality="T1post")
+
+
+@pytest.fixture(scope="session")
 def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("harness-cache")
 

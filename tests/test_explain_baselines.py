@@ -19,7 +19,6 @@ from harness.explain.baselines import explainable_baseline, explainable_names, f
 from harness.explain.data import load_cases, patient_split  # noqa: E402
 from harness.explain.engine import explain_case  # noqa: E402
 from harness.explain.methods import applicable_methods, method_names  # noqa: E402
-from harness.synth import generate_cohort  # noqa: E402
 
 FAST = ExplainConfig(ig_steps=8, smoothgrad_samples=2, gradshap_samples=2, lime_samples=20, kernelshap_samples=20,
                      shapley_samples=1, n_segments=6, occlusion_window=8, occlusion_stride=8, deletion_steps=4,
@@ -41,9 +40,8 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return generate_cohort("brats20", tmp_path_factory.mktemp("kt") / "c", n_patients=8, seed=1, grid_mm=6.0,
-                           progress=False, signal_modality="T1post")
+def cohort(known_truth: Path) -> Path:
+    return known_truth
 
 
 @pytest.fixture(scope="module")

@@ -46,12 +46,6 @@ deletion_steps = 8
 """
 
 
-@pytest.fixture(scope="module")
-def known_truth(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return generate_cohort("brats20", tmp_path_factory.mktemp("kt") / "c", n_patients=8, seed=1, grid_mm=6.0,
-                           progress=False, signal_modality="T1post")
-
-
 def test_known_truth_cohort_shows_grade_on_t1post_only(known_truth: Path) -> None:
     """Tumour-to-brain contrast differs by grade on T1post and not on the other channels."""
     truth = {r.split(",")[0]: r.split(",")[2] for r in (known_truth / "truth.csv").read_text().splitlines()[1:]}
