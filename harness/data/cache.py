@@ -27,11 +27,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
-from tqdm.auto import tqdm
 
 from harness.atomic import atomic_write
 from harness.data.cohort import LABEL_MODALITIES, Cohort, Problem
@@ -47,9 +45,14 @@ from harness.data.volume import (
     validate_preprocess,
 )
 
+if TYPE_CHECKING:  # pandas and tqdm are imported where used: decode workers import this
+    import pandas as pd  # module and should start in a fraction of a second (numpy only)
+
 #: Files modified this recently are not memoised: a rewrite within the file system's
 #: timestamp granularity could keep (size, mtime) and make the memo lie (git's "racy" rule).
 RACY_WINDOW_NS = 2_000_000_000
+#: Paths per memo query (below SQLite's historical 999 bound on bound parameters).
+MEMO_BATCH = 900
 
 
 def default_cache_dir() -> Path:
@@ -91,6 +94,24 @@ class StatMemo:
             (path, size, mtime_ns),
         ).fetchone()
         return row[0] if row else None
+
+    def get_many(self, stats: Sequence[tuple[str, int, int]]) -> dict[str, str]:
+        """path -> digest for the ``(path, size, mtime_ns)`` whose memo row still matches.
+
+        One query per :data:`MEMO_BATCH` paths instead of one per file (the per-call
+        overhead of sqlite3 is most of a warm read); a path whose size or mtime changed
+        is simply absent from the answer, so it gets re-hashed as before.
+        """
+        out: dict[str, str] = {}
+        for i in range(0, len(stats), MEMO_BATCH):
+            want = {p: (size, mtime) for p, size, mtime in stats[i:i + MEMO_BATCH]}
+            marks = ",".join("?" * len(want))
+            for path, size, mtime, digest in self._db.execute(
+                    f"SELECT path, size, mtime_ns, digest FROM memo WHERE path IN ({marks})",
+                    list(want)):
+                if want.get(path) == (size, mtime):
+                    out[path] = digest
+        return out
 
     def put_many(self, rows: Iterable[tuple[str, int, int, str]]) -> None:
         now = time.time_ns()
@@ -182,7 +203,7 @@ def _run_job(job: _Job) -> _JobResult:
     """Read every file once, hash, and decode only when the cache has no entry.
 
     A module-level function of plain data, so it runs the same in-process and in a
-    spawned worker.
+    worker process (fork server or spawn).
     """
     blobs: list[bytes] = []
     paths: list[str] = []
@@ -246,11 +267,51 @@ def _run_job(job: _Job) -> _JobResult:
 # --------------------------------------------------------------------------- the store
 
 
+#: Modules a decode worker needs, imported once by the fork server instead of by each worker.
+_WORKER_PRELOAD = ["harness.data.cache", "pydicom"]
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    """Start method of the decode workers: ``forkserver`` where the platform has it.
+
+    Why not ``fork``: the parent may hold threads (torch, tqdm, sqlite) that a forked
+    child would inherit half-locked. Why not plain ``spawn``: every worker would start a
+    new interpreter and import numpy and pydicom (about half a second on a small machine,
+    longer than decoding a small cohort); the fork server imports them once per parent
+    process and forks ready workers from its clean, single-threaded state.
+    """
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(_WORKER_PRELOAD)  # no effect once the server runs
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
 def _row_get(row: Any, name: str, default: Any = None) -> Any:
     try:
         return row[name]
     except (KeyError, IndexError):
         return default
+
+
+def _raise_open_file_limit() -> None:
+    """Soft limit on open files up to the hard one (Unix; a no-op elsewhere).
+
+    Why: every memory-mapped volume keeps a duplicate file descriptor (CPython's mmap
+    does, before 3.13's ``trackfd``), so a cohort of more series than the common soft
+    limit of 1024 would fail with "too many open files" half-way through loading.
+    """
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not Unix
+        return
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = hard if hard != resource.RLIM_INFINITY else 1 << 20
+        if soft != resource.RLIM_INFINITY and soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (ValueError, OSError):  # pragma: no cover - e.g. a sandbox that forbids it
+        pass
 
 
 class VolumeStore:
@@ -268,6 +329,7 @@ class VolumeStore:
         self.progress = progress
         self.workers = max(1, int(workers))
         self.memo = StatMemo(self.cache_dir / "stat-memo.sqlite")
+        _raise_open_file_limit()
         self.n_decoded = 0
         self.n_cache_hits = 0
         self.n_files_read = 0
@@ -285,17 +347,18 @@ class VolumeStore:
 
     def _memo_digests(self, files: Sequence[str]) -> dict[str, str] | None:
         """Digests of all files from the memo, or None if any is unknown or changed."""
-        out = {}
+        stats = []
         for p in files:
             try:
                 st = os.stat(p)
             except OSError:
                 return None
-            d = self.memo.get(p, st.st_size, st.st_mtime_ns)
-            if d is None:
-                return None
-            out[p] = d
-        return out
+            stats.append((p, st.st_size, st.st_mtime_ns))
+        found = self.memo.get_many(stats)
+        try:
+            return {p: found[p] for p in files}
+        except KeyError:  # unknown, or changed since it was hashed
+            return None
 
     @staticmethod
     def _series_path(row: Any) -> str:
@@ -308,6 +371,8 @@ class VolumeStore:
 
     def _problems_from_meta(self, row: Any, meta: dict, digests: Mapping[str, str]
                             ) -> list[Problem]:
+        if not meta.get("problems"):
+            return []
         by_digest: dict[str, str] = {}
         for p, d in digests.items():
             by_digest.setdefault(d, p)
@@ -367,6 +432,14 @@ class VolumeStore:
                                        f"cache entry {res.key} vanished after writing")])
         return self._volume(row, res.key, entry[0], entry[1], res.digests, res.read_problems)
 
+    def _settle(self, job: _Job, row: Any, res: _JobResult) -> tuple[Volume | None, list[Problem]]:
+        """:meth:`_finish` for a batch: the volume (or None) and the series' problems."""
+        try:
+            vol = self._finish(job, row, res)
+        except SeriesError as exc:
+            return None, list(exc.problems)
+        return vol, list(vol.problems)
+
     # -- public API
 
     def load(self, series_row: Any, preprocess: dict | None = None) -> Volume:
@@ -388,19 +461,9 @@ class VolumeStore:
         volumes: dict[str, Volume] = {}
         problems: list[Problem] = []
         pending: list[tuple[_Job, Any]] = []
-
-        def collect(sid: str, fn) -> None:
-            try:
-                vol = fn()
-            except SeriesError as exc:
-                problems.extend(exc.problems)
-                return
-            if vol is None:
-                return
-            volumes[sid] = vol
-            problems.extend(vol.problems)
-
         rows = [row for _, row in series_df.iterrows()]
+        from tqdm.auto import tqdm
+
         with tqdm(total=len(rows), desc="loading series", unit="series",
                   disable=not self.progress, leave=False) as bar:
             for row in rows:
@@ -419,22 +482,29 @@ class VolumeStore:
                 else:
                     pending.append((job, row))
             if self.workers > 1 and len(pending) > 1:
-                ctx = multiprocessing.get_context("spawn")
+                # Each result is finished (memo rows stored, entry mapped) as it arrives and
+                # then dropped: the parent keeps one small Volume per series, never every
+                # file's digest, so its memory does not grow with the number of slices.
+                outcome: list[tuple[Volume | None, list[Problem]]] = [(None, [])] * len(pending)
                 with ProcessPoolExecutor(max_workers=min(self.workers, len(pending)),
-                                         mp_context=ctx) as pool:
-                    futures = {pool.submit(_run_job, job): (job, row) for job, row in pending}
-                    done: dict[str, _JobResult] = {}
+                                         mp_context=_pool_context()) as pool:
+                    futures = {pool.submit(_run_job, job): i for i, (job, _) in enumerate(pending)}
                     for fut in as_completed(futures):
-                        job, row = futures[fut]
-                        done[job.series_id] = fut.result()
+                        i = futures.pop(fut)
+                        job, row = pending[i]
+                        outcome[i] = self._settle(job, row, fut.result())
                         bar.update(1)
-                # Finish in input order so problems come out in a stable order.
-                for job, row in pending:
-                    res = done[job.series_id]
-                    collect(job.series_id, lambda j=job, r=row, s=res: self._finish(j, r, s))
+                # Collected in input order so problems come out in a stable order.
+                for (job, _), (vol, probs) in zip(pending, outcome):
+                    if vol is not None:
+                        volumes[job.series_id] = vol
+                    problems.extend(probs)
             else:
                 for job, row in pending:
-                    collect(job.series_id, lambda j=job, r=row: self._finish(j, r, _run_job(j)))
+                    vol, probs = self._settle(job, row, _run_job(job))
+                    if vol is not None:
+                        volumes[job.series_id] = vol
+                    problems.extend(probs)
                     bar.update(1)
         return volumes, problems
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # imported where used, so decode workers (which need Problem) stay light
+    import pandas as pd
 
 #: Columns of :attr:`Cohort.series`, in order.
 SERIES_COLUMNS: tuple[str, ...] = (
@@ -78,4 +80,6 @@ class Cohort:
 
 
 def empty_series_frame() -> pd.DataFrame:
+    import pandas as pd
+
     return pd.DataFrame({c: pd.Series(dtype=object) for c in SERIES_COLUMNS})

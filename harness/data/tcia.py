@@ -123,6 +123,7 @@ def index_dicom_tree(root: Path, modality_map: ModalityMap
     for dirpath, dirnames, filenames in os.walk(root, onerror=onerror):
         dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
         folder = Path(dirpath)
+        prefix = str(folder) + os.sep  # string joins: one Path per file was most of indexing
         rel = folder.relative_to(root).parts
         if not rel:
             top_folders = [folder / d for d in dirnames]
@@ -165,7 +166,7 @@ def index_dicom_tree(root: Path, modality_map: ModalityMap
             continue  # ignored on purpose by the user's map
         records.append(_SeriesRecord(patient_id, top, study_id, study_date, modality, desc,
                                      series_number, folder,
-                                     tuple(str(folder / f) for f in files)))
+                                     tuple(prefix + f for f in files)))
 
     for top in top_folders:
         if top not in folders_with_series and top not in empty:

@@ -28,6 +28,18 @@ from harness.synth.cohort import (
 )
 from harness.synth.patients import write_patient
 
+#: The real REMBRANDT collection's size: 130 patients, 110,020 DICOM images.
+REMBRANDT_FULL_PATIENTS = 130
+REMBRANDT_FULL_IMAGES = 110_020
+#: Slices per series for a full-size synthetic REMBRANDT: 4 series x 212 = 848 slices per
+#: patient, 110,240 files for 130 patients (the real collection averages 846 per patient).
+REMBRANDT_FULL_SLICES_PER_SERIES = 212
+#: ``scale`` presets of :func:`generate_cohort` / ``data synth --scale``.
+SCALES: dict[str, dict[str, int]] = {
+    "rembrandt": {"n_patients": REMBRANDT_FULL_PATIENTS,
+                  "slices_per_series": REMBRANDT_FULL_SLICES_PER_SERIES},
+}
+
 TRUTH_COLUMNS: tuple[str, ...] = (
     "patient_id", "site", "grade", "rho_per_month", "diffusion_wm_mm2_per_month",
     "diffusion_gm_mm2_per_month", "seed_x_mm", "seed_y_mm", "seed_z_mm", "tumour_volume_ml",
@@ -103,7 +115,8 @@ def _write_csv(df: pd.DataFrame, path: Path) -> None:
 
 def generate_cohort(flavour: str, out_dir: Path, *, n_patients: int | None = None, seed: int = 0,
                     signal: str = "growth", grid_mm: float = 2.0, progress: bool = True,
-                    jobs: int | None = None, signal_modality: str | None = None) -> Path:
+                    jobs: int | None = None, signal_modality: str | None = None,
+                    slices_per_series: int | None = None, scale: str | None = None) -> Path:
     """Writes the cohort into out_dir (created; must be empty or absent) and returns out_dir.
 
     ``flavour`` is one of :data:`FLAVOURS`; ``n_patients`` defaults to
@@ -114,11 +127,32 @@ def generate_cohort(flavour: str, out_dir: Path, *, n_patients: int | None = Non
     for explainability audits: labels are drawn independently of the tumour's growth and
     only that channel shows them (an enhancing core for grades III/IV, HGG); default
     ``None`` leaves the output unchanged.
+
+    Full-size cohorts (rembrandt only; opt-in, the default output is unchanged):
+    ``slices_per_series`` writes each series with that many axial slices over the same
+    head extent (the anatomy and tumour are interpolated along z before rendering, so a
+    slice costs a file, not a simulation); ``scale="rembrandt"`` is the real collection's
+    size, 130 patients x 4 series x 212 slices = 110,240 files (``n_patients`` and
+    ``slices_per_series``, when given, override the preset).
     """
     if flavour not in FLAVOURS:
         raise HarnessError(f"unknown synthetic flavour {flavour!r}; expected one of {', '.join(FLAVOURS)}")
     if signal not in SIGNALS:
         raise HarnessError(f"unknown signal {signal!r}; expected one of {', '.join(SIGNALS)}")
+    if scale is not None:
+        if scale not in SCALES:
+            raise HarnessError(f"unknown scale {scale!r}; expected one of {', '.join(SCALES)}")
+        if flavour != scale:
+            raise HarnessError(f"scale {scale!r} is for the {scale} flavour, not {flavour!r}")
+        preset = SCALES[scale]
+        n_patients = preset["n_patients"] if n_patients is None else n_patients
+        slices_per_series = preset["slices_per_series"] if slices_per_series is None else slices_per_series
+    if slices_per_series is not None:
+        if flavour != "rembrandt":
+            raise HarnessError(f"slices_per_series is only available for rembrandt, not {flavour!r}")
+        if int(slices_per_series) != slices_per_series or slices_per_series < 2:
+            raise HarnessError(f"slices_per_series must be an integer >= 2, got {slices_per_series!r}")
+        slices_per_series = int(slices_per_series)
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise HarnessError(f"output folder {out_dir} exists and is not empty")
@@ -134,7 +168,8 @@ def generate_cohort(flavour: str, out_dir: Path, *, n_patients: int | None = Non
     out_dir.mkdir(parents=True, exist_ok=True)
 
     load_anatomy(grid_mm)  # warm the cache before any fork
-    tasks = [(flavour, p, float(grid_mm), str(out_dir)) for p in params]
+    tasks = [(flavour, p, float(grid_mm), str(out_dir))
+             + ((slices_per_series,) if slices_per_series is not None else ()) for p in params]
     bar = tqdm(total=n, desc=f"synth {flavour}", unit="patient", disable=not progress, file=sys.stderr)
     rows: list[dict] = []
     try:

@@ -178,3 +178,45 @@ def wm_reference(space: PatientSpace, img: np.ndarray, labels: np.ndarray) -> fl
     """Mean value in normal-appearing white matter (for normalised perfusion maps)."""
     sel = (space.wm >= 0.9) & (labels == 0)
     return float(img[sel].mean()) if sel.any() else float(img.mean())
+
+
+def _z_interp(arr: np.ndarray, n: int) -> np.ndarray:
+    """Linear interpolation along the last (axial) axis to ``n`` evenly spaced samples
+    spanning the same extent (first and last slice positions unchanged)."""
+    nz = arr.shape[2]
+    pos = np.linspace(0.0, nz - 1.0, n)
+    i0 = np.clip(np.floor(pos).astype(int), 0, max(nz - 2, 0))
+    i1 = np.minimum(i0 + 1, nz - 1)
+    w = (pos - i0).astype(np.float32)
+    a = arr.astype(np.float32, copy=False)
+    return (a[:, :, i0] * (np.float32(1.0) - w) + a[:, :, i1] * w).astype(np.float32)
+
+
+def thin_slices(space: PatientSpace, tv: TumourView, extra: np.ndarray | None, affine: np.ndarray,
+                n_slices: int) -> tuple[PatientSpace, TumourView, np.ndarray | None, np.ndarray]:
+    """The same anatomy and tumour resampled to ``n_slices`` axial slices over the same extent.
+
+    Used for full-size cohorts (``slices_per_series``): tissue fractions, bias field and
+    tumour maps are interpolated linearly along z (masks re-thresholded at 0.5, labels by
+    nearest slice) *before* rendering, so every thin slice gets its own Rician noise
+    rather than being a blend of two noisy slices. Returns the new space, view, extra
+    signal and the affine with the new slice spacing.
+    """
+    nz = space.wm.shape[2]
+    if n_slices < 2 or nz < 2:
+        raise ValueError(f"need at least 2 slices on both grids, got {n_slices} from {nz}")
+
+    def f(a: np.ndarray) -> np.ndarray:
+        return _z_interp(a, n_slices)
+
+    def m(a: np.ndarray) -> np.ndarray:
+        return f(a) >= 0.5
+
+    nearest = np.rint(np.linspace(0.0, nz - 1.0, n_slices)).astype(int)
+    new_space = PatientSpace(space.matrix, space.offset, f(space.gm), f(space.wm), f(space.csf),
+                             f(space.t1), m(space.brain), f(space.bias))
+    new_tv = TumourView(f(tv.visible), f(tv.enhancing), f(tv.density), m(tv.necrosis),
+                        m(tv.cavity), tv.labels[:, :, nearest])
+    new_affine = np.array(affine, dtype=float)
+    new_affine[2, 2] = affine[2, 2] * (nz - 1) / (n_slices - 1)
+    return new_space, new_tv, (None if extra is None else f(extra)), new_affine

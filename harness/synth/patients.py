@@ -22,6 +22,7 @@ from harness.synth.imaging import (
     class_signal,
     patient_space,
     render,
+    thin_slices,
     tumour_view,
     wm_reference,
 )
@@ -136,22 +137,45 @@ def _render_known_truth(space: PatientSpace, scan, p: PatientParams, channels: t
     return tv, imgs
 
 
-def write_rembrandt_patient(p: PatientParams, grid_mm: float, root: str) -> dict:
-    """One REMBRANDT patient: one study with T1, T2, FLAIR and T1 post-contrast series."""
+def _render_thin(space: PatientSpace, scan, p: PatientParams, channels: tuple[str, ...], affine: np.ndarray,
+                 n_slices: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Full-size cohorts: the same scan rendered on ``n_slices`` thinner axial slices."""
+    if p.signal_modality is not None:
+        tv, extra = _known_truth_view(space, scan, p)
+    else:
+        tv, extra = tumour_view(space, scan, enhances=p.regime_grade != "II"), None
+    space, tv, extra, affine = thin_slices(space, tv, extra, affine, n_slices)
+    imgs = {ch: render(space, tv, p, ch, p.rho, (0,), extra=extra if ch == p.signal_modality else None)
+            for ch in channels}
+    return imgs, affine
+
+
+def write_rembrandt_patient(p: PatientParams, grid_mm: float, root: str,
+                            slices_per_series: int | None = None) -> dict:
+    """One REMBRANDT patient: one study with T1, T2, FLAIR and T1 post-contrast series.
+
+    ``slices_per_series`` (opt-in, for full-size cohorts) writes each series with that many
+    thinner axial slices over the same extent (see :func:`harness.synth.imaging.thin_slices`);
+    ``None`` writes one slice per grid plane, as always.
+    """
     anatomy = load_anatomy(grid_mm)
     hist = simulate(anatomy, growth_spec(p))
     space = patient_space(anatomy, p)
-    if p.signal_modality is not None:
-        tv, imgs = _render_known_truth(space, hist.scans[0], p, ("T1", "T1post", "T2", "FLAIR"))
+    channels = ("T1", "T1post", "T2", "FLAIR")
+    affine = anatomy.affine
+    if slices_per_series is not None:
+        imgs, affine = _render_thin(space, hist.scans[0], p, channels, anatomy.affine, slices_per_series)
+    elif p.signal_modality is not None:
+        tv, imgs = _render_known_truth(space, hist.scans[0], p, channels)
     else:
         tv = tumour_view(space, hist.scans[0], enhances=p.regime_grade != "II")
-        imgs = _render_scan(space, tv, p, ("T1", "T1post", "T2", "FLAIR"), 0)
+        imgs = _render_scan(space, tv, p, channels, 0)
     study = _study(p, p.first_date, REMBRANDT_STUDY, 0)
     study_dir = Path(root) / p.patient_id / f"{_tcia_date(p.first_date)}-{REMBRANDT_STUDY}-{p.folder_ids[0]}"
     for s, (number, desc, ch) in enumerate(REMBRANDT_SERIES):
         info = SeriesInfo(uid(p.uid_entropy, "study0", desc), number, desc)
         folder = study_dir / f"{number}.000000-{desc}-{p.folder_ids[1 + s]}"
-        write_series(folder, _u16(imgs[ch]), anatomy.affine, study, info)
+        write_series(folder, _u16(imgs.pop(ch)), affine, study, info)
     return _truth_row(p, hist)
 
 
@@ -245,7 +269,11 @@ WRITERS = {
 }
 
 
-def write_patient(args: tuple[str, PatientParams, float, str]) -> dict:
-    """Pool entry point: ``(flavour, params, grid_mm, root)`` -> truth row."""
-    flavour, p, grid_mm, root = args
+def write_patient(args: tuple) -> dict:
+    """Pool entry point: ``(flavour, params, grid_mm, root[, slices_per_series])`` -> truth row."""
+    flavour, p, grid_mm, root, *rest = args
+    if rest and rest[0] is not None:
+        if flavour != "rembrandt":
+            raise ValueError(f"slices_per_series is only implemented for rembrandt, not {flavour!r}")
+        return write_rembrandt_patient(p, grid_mm, root, rest[0])
     return WRITERS[flavour](p, grid_mm, root)
