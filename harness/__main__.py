@@ -2,4 +2,6 @@
 
 from harness.cli import main
 
-raise SystemExit(main())
+# Guarded: spawned worker processes import this module as ``__mp_main__``.
+if __name__ == "__main__":
+    raise SystemExit(main())

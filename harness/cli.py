@@ -63,6 +63,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--weights", action="append", default=[], metavar="[BASELINE=]FILE",
                      help="local pretrained weights for torch baselines (repeatable); FILE alone "
                      "applies to every one; nothing is downloaded, without it backbones start random")
+    run.add_argument("--jobs", type=_positive_int, default=None, metavar="N",
+                     help="fold jobs (and series decodes) at once; 1 runs folds one by one in this "
+                     "process (default: one per core, at most 8)")
+    run.add_argument("--threads-per-job", type=_positive_int, default=1, metavar="T",
+                     help="torch/BLAS threads of each fold job (default 1: results are then the "
+                     "same whatever --jobs is; more threads change float sums slightly)")
+    run.add_argument("--executor", choices=("process", "ray"), default="process",
+                     help="process: a pool of --jobs local processes (default); ray: Ray tasks "
+                     "(pip install '.[ray]'), on a new local instance or --ray-address")
+    run.add_argument("--ray-address", metavar="ADDR",
+                     help="address of a running Ray cluster, e.g. 10.0.0.5:6379 or 'auto' "
+                     "(with --executor ray; default: start a local instance)")
 
     data = sub.add_parser("data", parents=[common], help="generate or check datasets")
     data_sub = data.add_subparsers(dest="data_command", required=True)
@@ -75,6 +87,22 @@ def build_parser() -> argparse.ArgumentParser:
                        help="growth: labels follow the imaged tumour (positive control); "
                        "none: labels drawn independently (negative control)")
     synth.add_argument("--grid-mm", type=float, default=2.0, help="voxel size of the working grid in mm")
+    synth.add_argument("--scale", choices=("rembrandt",),
+                       help="full-size preset: rembrandt = the real collection's size, 130 patients x "
+                       "4 series x 212 slices (110,240 DICOM files; --patients and --slices-per-series "
+                       "override it)")
+    synth.add_argument("--slices-per-series", type=int, metavar="N",
+                       help="rembrandt only: write each series as N thinner axial slices over the same "
+                       "extent (default: one slice per grid plane)")
+    ingest = data_sub.add_parser("ingest", parents=[common], help="index a dataset and decode every series "
+                                 "into the cache with N worker processes")
+    ingest.add_argument("dir", type=Path)
+    ingest.add_argument("--jobs", type=int, default=None, metavar="N",
+                        help="decode worker processes (default: one per core; 1 decodes in this process)")
+    ingest.add_argument("--layout", choices=SYNTH_FLAVOURS, help="skip detection")
+    ingest.add_argument("--json", type=Path, metavar="FILE", help="also write the counts, timings and "
+                        "problems as JSON")
+    ingest.set_defaults(func=cmd_ingest)
     check = data_sub.add_parser("check", parents=[common], help="recognise a dataset's layout and list what is in it and what is broken")
     check.add_argument("dir", type=Path)
     check.add_argument("--layout", choices=SYNTH_FLAVOURS, help="skip detection")
@@ -107,10 +135,29 @@ def cmd_run(args: argparse.Namespace) -> int:
             tracking_uri=args.tracking_uri, seed=args.seed, profile=args.profile,
             split_manifest=args.split_manifest, device=args.device, cache_dir=args.cache_dir,
             progress=not args.no_progress, aux_data=args.aux_data,
-            weights=_weights_option(args.weights),
+            weights=_weights_option(args.weights), jobs=_jobs_option(args), executor=args.executor,
+            threads_per_job=args.threads_per_job, ray_address=args.ray_address,
         ),
     )
     return 1 if result.failures else 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _jobs_option(args: argparse.Namespace) -> int:
+    """``--jobs`` or one per core; with Ray and no --jobs, 0 lets the cluster's CPUs decide."""
+    from harness.parallel import default_jobs
+
+    if args.ray_address and args.executor != "ray":
+        raise HarnessError("--ray-address needs --executor ray")
+    if args.jobs is not None:
+        return args.jobs
+    return 0 if args.executor == "ray" else default_jobs()
 
 
 def _weights_option(values: list[str]) -> dict[str, Path]:
@@ -134,9 +181,30 @@ def cmd_synth(args: argparse.Namespace) -> int:
     generate_cohort(
         args.cohort, args.out, n_patients=args.patients, seed=args.seed,
         signal=args.signal, grid_mm=args.grid_mm, progress=not args.no_progress,
+        scale=args.scale, slices_per_series=args.slices_per_series,
     )
     print(f"wrote synthetic {args.cohort} cohort to {args.out}")
     return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    """``data ingest DIR --jobs N``: decode every series into the cache the run reads."""
+    from harness.data.cache import VolumeStore
+    from harness.data.ingest import format_ingest_report, ingest_dataset, ingest_report_json
+
+    jobs = args.jobs
+    if jobs is None:
+        jobs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if jobs < 1:
+        raise HarnessError(f"--jobs must be at least 1, got {jobs}")
+    with VolumeStore(args.cache_dir / "arrays", progress=not args.no_progress, workers=jobs) as store:
+        report = ingest_dataset(args.dir, store, layout=args.layout)
+    print(format_ingest_report(report))
+    if args.json:
+        args.json.write_text(ingest_report_json(report))
+    if report.error:
+        print(f"error: {report.error}", file=sys.stderr)
+    return 0 if report.ok else 1
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -11,9 +11,6 @@ that had finished.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import sys
 import time
 import traceback
 from dataclasses import dataclass, field, replace
@@ -21,20 +18,33 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from baselines import Baseline, FitContext, get_baseline
-from harness.atomic import atomic_write
-from harness import __version__
+from baselines import get_baseline
 from harness.cohorts import DEFAULT_CACHE_DIR, ensure_synthetic_cohort
+from harness.console import log
 from harness.data.cohort import Problem
 from harness.data.detect import load_cohort
 from harness.data.cache import VolumeStore, dataset_fingerprint
 from harness.errors import HarnessError, NoUsableDataError
-from harness.metrics import MetricEstimate, compute_metric, estimate
+from harness.folds import (
+    FoldJob,
+    PlannedRun,
+    digest as _digest,
+    fail_run,
+    finish_run,
+    is_leaky,
+    run_fold_job,
+    run_key,
+    store_outcome,
+    take_cached_folds,
+    write_csv_atomic as _write_csv_atomic,
+)
+from harness.metrics import MetricEstimate
+from harness.parallel import CachedVolumes, make_executor, materialize_volumes, run_jobs
 from harness.provenance import git_commit, package_versions
 from harness.splits import (
+    Fold,
     SplitManifest,
     get_protocol,
     load_or_create_manifest,
@@ -65,6 +75,14 @@ class RunOptions:
     aux_data: Path | None = None
     #: Local pretrained-weights files: baseline name (or "*") -> file. Never downloaded.
     weights: dict[str, Path] = field(default_factory=dict)
+    #: Fold jobs at once (and series decoded at once): 1 runs them in this process.
+    jobs: int = 1
+    #: torch/BLAS threads of each fold job. Fixed, not derived from ``jobs``, so the
+    #: metrics do not depend on how many jobs ran at once.
+    threads_per_job: int = 1
+    #: "process" (a local pool of ``jobs`` processes) or "ray".
+    executor: str = "process"
+    ray_address: str | None = None
 
 
 @dataclass
@@ -97,10 +115,6 @@ class RunResult:
     reports: list[Path] = field(default_factory=list)
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 # -- stage 1: data -------------------------------------------------------------------
 def prepare_data(suite: SuiteConfig, opts: RunOptions) -> PreparedData:
     """Find or generate the data, index it, decode through the cache, build the task view."""
@@ -116,7 +130,8 @@ def prepare_data(suite: SuiteConfig, opts: RunOptions) -> PreparedData:
     series = cohort.series
     if modalities:
         series = series[series["modality"].isin(modalities)]
-    store = VolumeStore(opts.cache_dir / "arrays", progress=opts.progress)
+    store = VolumeStore(opts.cache_dir / "arrays", progress=opts.progress,
+                        workers=opts.jobs if opts.executor == "process" else 1)
     volumes, decode_problems = store.load_many(series)
     problems += decode_problems
     if not volumes:
@@ -124,7 +139,8 @@ def prepare_data(suite: SuiteConfig, opts: RunOptions) -> PreparedData:
     builder = TASK_BUILDERS.get(suite.task)
     if builder is None:
         raise HarnessError(f"suite {suite.name!r}: unknown task {suite.task!r}")
-    arrays = {sid: v.array for sid, v in volumes.items()}
+    # Memory maps of the cache's files: workers receive paths, not pixels.
+    arrays = CachedVolumes.from_arrays({sid: v.array for sid, v in volumes.items()})
     keys = {sid: v.content_key for sid, v in volumes.items()}
     spacings = {sid: tuple(v.spacing) for sid, v in volumes.items()}
     views: dict[str, TaskData] = {}
@@ -225,94 +241,28 @@ def prepare_manifests(
     return manifests
 
 
-# -- stage 3: folds --------------------------------------------------------------------
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
-    atomic_write(path, lambda fh: frame.to_csv(fh, index=False), text=True)
-
-
-def fit_predict_fold(
-    baseline: Baseline, data: TaskData, fold: Any, ctx: FitContext
-) -> tuple[pd.DataFrame, float]:
-    """Fit on the fold's train (and val), predict its test samples; returns predictions."""
-    train = data.subset(fold.train)
-    val = data.subset(fold.val) if fold.val else None
-    test = data.subset(fold.test)
-    started = time.perf_counter()
-    baseline.fit(train, val, ctx)
-    y_pred = np.asarray(baseline.predict(test))
-    if len(y_pred) != len(test):
-        raise HarnessError(
-            f"baseline {baseline.name!r} returned {len(y_pred)} predictions for {len(test)} samples"
-        )
-    seconds = time.perf_counter() - started
-    frame = pd.DataFrame(
-        {
-            "sample_id": test.samples["sample_id"].to_numpy(),
-            "patient_id": test.samples["patient_id"].to_numpy(),
-            "fold": fold.index,
-            "y_true": test.y,
-            "y_pred": y_pred,
-        }
-    )
-    return frame, seconds
-
-
-def _read_predictions(path: Path, target_kind: str) -> pd.DataFrame:
-    frame = pd.read_csv(path, dtype={"sample_id": str, "patient_id": str})
-    if target_kind == "classification":
-        frame["y_true"] = frame["y_true"].astype(str)
-        frame["y_pred"] = frame["y_pred"].astype(str)
-    return frame
-
-
-def _fold_counts(data: TaskData, fold: Any) -> dict[str, int]:
-    pid = data.samples.set_index("sample_id")["patient_id"]
-    counts = {}
-    for role in ("train", "val", "test"):
-        ids = getattr(fold, role)
-        counts[f"n_{role}_samples"] = len(ids)
-        counts[f"n_{role}_patients"] = int(pid.loc[list(ids)].nunique()) if ids else 0
-    return counts
-
-
-def run_baseline_protocol(
-    *,
-    suite: SuiteConfig,
-    opts: RunOptions,
-    data: PreparedData,
-    baseline_name: str,
-    protocol: str,
-    manifest: SplitManifest,
-    manifest_path: Path,
-    seed: int,
-    tracker: Any,
-    common_tags: dict[str, str],
-    out_dir: Path,
-    result: RunResult,
-) -> list[MetricEstimate]:
-    """All folds of one baseline under one protocol: fold runs, then the parent's metrics."""
+# -- stage 3: folds (see harness.folds) --------------------------------------------------
+def plan_run(
+    *, index: int, suite: SuiteConfig, opts: RunOptions, data: PreparedData, baseline_name: str,
+    protocol: str, manifest: SplitManifest, manifest_path: Path, seed: int, tracker: Any,
+    common_tags: dict[str, str], result: RunResult,
+) -> PlannedRun:
+    """One baseline under one protocol: its run key, fold cache and (resumed) MLflow parent."""
     cls = get_baseline(baseline_name)
     params = suite.baseline_params.get(baseline_name, {})
     resolved = cls(profile=opts.profile, **params).get_params()
-    task = data.task_data
-    key_obj = {
-        "suite": suite.name, "task": suite.task, "task_options": suite.task_options,
-        "baseline": baseline_name, "params": resolved, "manifest": manifest.sha256,
-        "seed": seed, "dataset": data.fingerprint, "version": __version__,
-        "weights": {k: str(v) for k, v in sorted(opts.weights.items())},
-    }
-    if data.variant:
-        key_obj["variant"] = data.variant
-    if suite.aux_data or opts.aux_data:
-        key_obj["aux"] = data.stage_tags.get("aux_dataset_fingerprint", "")
-    run_key = _digest(key_obj)[:32]
-    leaky = bool(manifest.leaky or get_protocol(manifest.protocol).leaky)
     variant = data.variant
-    label = f"{baseline_name} | {protocol}" + (f" | {variant}" if variant else "")
+    key = run_key(
+        suite=suite, baseline=baseline_name, resolved_params=resolved, manifest=manifest, seed=seed,
+        fingerprint=data.fingerprint, weights=opts.weights, variant=variant,
+        aux=data.stage_tags.get("aux_dataset_fingerprint", "") if (suite.aux_data or opts.aux_data) else None,
+        threads=opts.threads_per_job,
+    )
+    plan = PlannedRun(
+        index=index, variant=variant, baseline=baseline_name, protocol=protocol, params=dict(params),
+        manifest=manifest, manifest_path=manifest_path, task=data.task_data, metrics=list(suite.metrics),
+        fold_dir=opts.cache_dir / "folds" / key,
+    )
     tags = {
         **common_tags,
         **data.stage_tags,
@@ -320,91 +270,100 @@ def run_baseline_protocol(
         "protocol": protocol,
         # One value per comparable set of runs: group by it in the MLflow UI.
         "comparison": f"{variant + ' | ' if variant else ''}{protocol}",
-        "leaky_protocol": str(leaky).lower(),
+        "leaky_protocol": str(is_leaky(manifest)).lower(),
         "manifest_sha256": manifest.sha256,
     }
+    if variant:
+        tags["target"] = variant
     run_params = {
         "suite": suite.name, "task": suite.task, "baseline": baseline_name, "protocol": protocol,
         "seed": seed, "device": opts.device, "data": str(data.data_dir), "target": variant or suite.task,
+        "threads_per_job": opts.threads_per_job,
         **{f"baseline.{k}": v for k, v in resolved.items()},
         **{f"protocol.{k}": v for k, v in manifest.params.items()},
         **{f"task.{k}": v for k, v in suite.task_options.items()},
         **{f"data.{k}": v for k, v in suite.data.items()},
     }
-    if variant:
-        tags["target"] = variant
-    parent = tracker.open_parent(run_key, label, run_params, tags) if tracker else None
-    logged = parent.finished_folds() if parent else set()
-    fold_dir = opts.cache_dir / "folds" / run_key
+    if tracker is not None:
+        plan.parent = tracker.open_parent(key, plan.label, run_params, tags)
+        plan.logged = plan.parent.finished_folds()
     result.runs.append({"variant": variant, "baseline": baseline_name, "protocol": protocol,
-                        "fold_dir": fold_dir, "parent_run_id": parent.run_id if parent else None})
-    frames: list[pd.DataFrame] = []
-    try:
-        for fold in manifest.folds:
-            pred_path = fold_dir / f"fold{fold.index}.csv"
-            fold_tags = {"baseline": baseline_name, "protocol": protocol, **({"target": variant} if variant else {})}
-            if pred_path.exists():
-                frame = _read_predictions(pred_path, task.target_kind)
-                seconds = float("nan")
-                result.folds_reused += 1
-                fold_tags["resumed_from_cache"] = "true"
-            else:
-                ctx = FitContext(
-                    seed=seed, device=opts.device, profile=opts.profile,
-                    work_dir=opts.cache_dir, log=log, weights=dict(opts.weights),
-                )
-                model = cls(profile=opts.profile, **params)
-                frame, seconds = fit_predict_fold(model, task, fold, ctx)
-                _write_csv_atomic(frame, pred_path)
-                if ctx.history:
-                    _write_csv_atomic(pd.DataFrame(ctx.history), fold_dir / f"fold{fold.index}-history.csv")
-                fold_tags.update({k: str(v)[:480] for k, v in ctx.tags.items()})
-                result.folds_fitted += 1
-            frames.append(frame)
-            log(f"  {label} | fold {fold.index}: {len(frame)} test samples"
-                + (" (from cache)" if seconds != seconds else f" in {seconds:.1f}s"))
-            if parent is not None and fold.index not in logged:
-                metrics = {
-                    m: compute_metric(m, frame["y_true"].to_numpy(), frame["y_pred"].to_numpy(), task.classes)
-                    for m in suite.metrics
-                }
-                if seconds == seconds:
-                    metrics["fit_predict_seconds"] = seconds
-                from harness.tracking import FoldRecord
+                        "fold_dir": plan.fold_dir,
+                        "parent_run_id": plan.parent.run_id if plan.parent else None})
+    return plan
 
-                parent.log_fold(
-                    FoldRecord(
-                        index=fold.index,
-                        params={"fold": fold.index, **_fold_counts(task, fold)},
-                        metrics=metrics,
-                        tags=fold_tags,
-                        artifacts=[pred_path],
-                    ),
-                    run_name=f"{label} | fold {fold.index}",
-                )
-        pooled = pd.concat(frames, ignore_index=True)
-        pred_out = out_dir / "predictions" / f"{baseline_name}__{protocol}{'__' + variant if variant else ''}.csv"
-        _write_csv_atomic(pooled, pred_out)
-        estimates = [
-            estimate(metric, frames, classes=task.classes, n_boot=suite.n_boot, seed=seed)
-            for metric in suite.metrics
-        ]
-        if parent is not None:
-            parent.log_artifact(manifest_path, "manifests")
-            parent.log_artifact(pred_out, "predictions")
-            for path in data.stage_files:
-                parent.log_artifact(path, "stages")
-            for est in estimates:
-                parent.log_metrics({
-                    est.metric: est.mean, f"{est.metric}_ci95_lo": est.ci95[0],
-                    f"{est.metric}_ci95_hi": est.ci95[1], f"{est.metric}_n_patients": est.n_patients,
-                })
-            parent.finish()
-        return estimates
-    except BaseException:
-        if parent is not None:
-            parent.finish("FAILED")
+
+def execute_plans(plans: list[PlannedRun], data_by_variant: dict[str, PreparedData], opts: RunOptions,
+                  seed: int, out_dir: Path, n_boot: dict[str, int], result: RunResult) -> None:
+    """Fit every fold the cache lacks on the chosen executor, then finish each run.
+
+    Bookkeeping happens here, in the driver, as each fold comes back; workers only fit.
+    """
+    jobs: list[FoldJob] = []
+    folds: dict[tuple[int, int], Fold] = {}
+    work_dir = str(Path(opts.cache_dir).resolve())
+    weights = {k: str(Path(v).resolve()) for k, v in opts.weights.items()}
+
+    def finish_if_complete(plan: PlannedRun) -> None:
+        if not plan.done and len(plan.frames) == len(plan.manifest.folds):
+            try:
+                finish_run(plan, out_dir=out_dir, n_boot=n_boot[plan.variant], seed=seed,
+                           stage_files=data_by_variant[plan.variant].stage_files)
+            except Exception as exc:  # noqa: BLE001 - one run's failure must not lose the others
+                fail_run(plan, exc)
+
+    for plan in plans:
+        if plan.done:
+            continue
+        try:
+            to_fit = take_cached_folds(plan)
+        except Exception as exc:  # noqa: BLE001
+            fail_run(plan, exc)
+            continue
+        result.folds_reused += len(plan.frames)
+        for fold in to_fit:
+            folds[(plan.index, fold.index)] = fold
+            jobs.append(FoldJob(
+                run_index=plan.index, data_key=plan.variant, baseline=plan.baseline, params=plan.params,
+                fold=fold, seed=seed, device=opts.device, profile=opts.profile, work_dir=work_dir,
+                weights=weights, threads=opts.threads_per_job,
+            ))
+        finish_if_complete(plan)
+    if not jobs:
+        return
+
+    def on_result(job: FoldJob, outcome: Any) -> None:
+        plan = plans[job.run_index]
+        if isinstance(outcome, BaseException):
+            fail_run(plan, outcome)
+            return
+        try:
+            store_outcome(plan, folds[(plan.index, job.fold.index)], outcome)
+            result.folds_fitted += 1
+        except Exception as exc:  # noqa: BLE001 - e.g. MLflow unreachable: keep the rest going
+            fail_run(plan, exc)
+        finish_if_complete(plan)
+
+    datasets = {variant: prepared.task_data for variant, prepared in data_by_variant.items()}
+    executor = make_executor(opts.executor, jobs=opts.jobs, threads=opts.threads_per_job,
+                             ray_address=opts.ray_address, ship_to_ray=ship_task_data)
+    log(f"fitting {len(jobs)} fold(s) on {executor.describe()}, {opts.threads_per_job} thread(s) per fold")
+    try:
+        with executor:
+            run_jobs(executor, run_fold_job, jobs, datasets, on_result=on_result,
+                     should_run=lambda job: plans[job.run_index].failure is None)
+    except BaseException as exc:
+        # Interrupted: finished folds are in the fold cache; no parent is left RUNNING.
+        for plan in plans:
+            if not plan.done:
+                fail_run(plan, exc if isinstance(exc, Exception) else HarnessError(f"interrupted ({type(exc).__name__})"))
         raise
+
+
+def ship_task_data(task: TaskData) -> TaskData:
+    """For Ray: the pixels themselves, since its workers may not see this machine's cache."""
+    used = task.samples["image_id"].astype(str).unique() if len(task.samples) else []
+    return replace(task, volumes=materialize_volumes(task.volumes, [k for k in used if k in task.volumes]))
 
 
 # -- the whole suite -----------------------------------------------------------------
@@ -457,40 +416,53 @@ def run_suite(suite: SuiteConfig, opts: RunOptions) -> RunResult:
     }
     result = RunResult(out_dir=out_dir, summary={})
     variant_options = dict(task_variants(suite))
-    summaries: list[tuple[str, dict[str, Any]]] = []
     all_manifests: dict[str, dict[str, SplitManifest]] = {}
+    plans: list[PlannedRun] = []
+    data_by_variant: dict[str, PreparedData] = {}
+    manifests_by_variant: dict[str, dict[str, tuple[SplitManifest, Path]]] = {}
     for variant, view in data.views.items():
         vdata = replace(data, task_data=view, variant=variant)
         vsuite = replace(suite, task_options=variant_options[variant]) if variant else suite
+        data_by_variant[variant] = vdata
         manifests = prepare_manifests(vsuite, opts, vdata, protocols, seed, out_dir)
+        manifests_by_variant[variant] = manifests
         all_manifests[variant] = {p: m for p, (m, _) in manifests.items()}
-        estimates: list[tuple[str, str, MetricEstimate]] = []
         for baseline_name in baselines:
             for protocol, (manifest, manifest_path) in manifests.items():
-                label = f"{baseline_name} | {protocol}" + (f" | {variant}" if variant else "")
                 try:
-                    found = run_baseline_protocol(
-                        suite=vsuite, opts=opts, data=vdata, baseline_name=baseline_name,
-                        protocol=protocol, manifest=manifest, manifest_path=manifest_path,
-                        seed=seed, tracker=tracker, common_tags=common_tags, out_dir=out_dir,
-                        result=result,
+                    plan = plan_run(
+                        index=len(plans), suite=vsuite, opts=opts, data=vdata, baseline_name=baseline_name,
+                        protocol=protocol, manifest=manifest, manifest_path=manifest_path, seed=seed,
+                        tracker=tracker, common_tags=common_tags, result=result,
                     )
-                except HarnessError as exc:
-                    result.failures.append(f"{label}: {exc}")
-                    log(f"FAILED {label}: {exc}")
-                    continue
-                except Exception as exc:  # a model crash must not lose the other results
-                    result.failures.append(f"{label}: {type(exc).__name__}: {exc}")
-                    log(f"FAILED {label}:\n{traceback.format_exc()}")
-                    continue
-                estimates += [(baseline_name, protocol, est) for est in found]
+                except Exception as exc:  # noqa: BLE001 - e.g. bad baseline params: the rest go on
+                    plan = PlannedRun(
+                        index=len(plans), variant=variant, baseline=baseline_name, protocol=protocol,
+                        params={}, manifest=manifest, manifest_path=manifest_path, task=view,
+                        metrics=list(suite.metrics), fold_dir=opts.cache_dir / "folds" / "unplanned",
+                    )
+                    fail_run(plan, exc)
+                plans.append(plan)
+    execute_plans(plans, data_by_variant, opts, seed, out_dir,
+                  {v: suite.n_boot for v in data.views}, result)
+
+    summaries: list[tuple[str, dict[str, Any]]] = []
+    for variant, view in data.views.items():
+        estimates: list[tuple[str, str, MetricEstimate]] = []
+        for plan in plans:
+            if plan.variant != variant:
+                continue
+            if plan.failure is not None:
+                result.failures.append(f"{plan.label}: {plan.failure}")
+            elif plan.estimates is not None:
+                estimates += [(plan.baseline, plan.protocol, est) for est in plan.estimates]
         summaries.append((variant, build_summary(
             suite=suite,
             dataset_name=data.dataset_name,
             fingerprint=data.fingerprint,
             task_data=view,
             estimates=estimates,
-            manifests={p: m for p, (m, _) in manifests.items()},
+            manifests=all_manifests[variant],
             failures=result.failures,
             seconds=time.perf_counter() - started,
             seed=seed,

@@ -1,0 +1,267 @@
+"""Stage 3 of a run: every (baseline, protocol, fold) as an independent job.
+
+The driver plans one :class:`PlannedRun` per baseline x protocol (x task variant):
+its run key, fold cache and MLflow parent. Folds already in the fold cache are taken
+from it; the others become :class:`FoldJob` s that any executor can run, because a job
+is plain data and :func:`run_fold_job` is a pure function of (job, data). Back in the
+driver, each finished fold is written atomically to the fold cache *before* its nested
+MLflow run is logged, so a killed run resumes without refitting it, and MLflow has one
+writer however many workers there are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from baselines import Baseline, FitContext, get_baseline
+from harness import __version__
+from harness.atomic import atomic_write
+from harness.console import log
+from harness.errors import HarnessError
+from harness.metrics import MetricEstimate, compute_metric, estimate
+from harness.parallel import limit_threads
+from harness.splits import Fold, SplitManifest, get_protocol
+from harness.tasks import TaskData
+
+
+def digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
+    atomic_write(path, lambda fh: frame.to_csv(fh, index=False), text=True)
+
+
+# -- the job: runs anywhere ------------------------------------------------------------
+@dataclass(frozen=True)
+class FoldJob:
+    """Everything a worker needs to fit and predict one fold, as plain data."""
+
+    run_index: int
+    data_key: str  # which task view (variant) the fold's sample ids refer to
+    baseline: str
+    params: dict[str, Any]
+    fold: Fold
+    seed: int
+    device: str
+    profile: str
+    work_dir: str
+    weights: dict[str, str]
+    threads: int
+
+
+@dataclass
+class FoldOutcome:
+    predictions: pd.DataFrame
+    seconds: float
+    history: list[dict[str, float]]
+    tags: dict[str, str]
+
+
+def fit_predict_fold(
+    baseline: Baseline, data: TaskData, fold: Any, ctx: FitContext
+) -> tuple[pd.DataFrame, float]:
+    """Fit on the fold's train (and val), predict its test samples; returns predictions."""
+    train = data.subset(fold.train)
+    val = data.subset(fold.val) if fold.val else None
+    test = data.subset(fold.test)
+    started = time.perf_counter()
+    baseline.fit(train, val, ctx)
+    y_pred = np.asarray(baseline.predict(test))
+    if len(y_pred) != len(test):
+        raise HarnessError(
+            f"baseline {baseline.name!r} returned {len(y_pred)} predictions for {len(test)} samples"
+        )
+    seconds = time.perf_counter() - started
+    frame = pd.DataFrame(
+        {
+            "sample_id": test.samples["sample_id"].to_numpy(),
+            "patient_id": test.samples["patient_id"].to_numpy(),
+            "fold": fold.index,
+            "y_true": test.y,
+            "y_pred": y_pred,
+        }
+    )
+    return frame, seconds
+
+
+def run_fold_job(job: FoldJob, data: TaskData) -> FoldOutcome:
+    """Fit and predict one fold with a fresh model, under the job's thread limit."""
+    ctx = FitContext(
+        seed=job.seed, device=job.device, profile=job.profile, work_dir=Path(job.work_dir),
+        log=log, weights={k: Path(v) for k, v in job.weights.items()},
+    )
+    model = get_baseline(job.baseline)(profile=job.profile, **job.params)
+    with limit_threads(job.threads):
+        frame, seconds = fit_predict_fold(model, data, job.fold, ctx)
+    return FoldOutcome(frame, seconds, list(ctx.history), {k: str(v) for k, v in ctx.tags.items()})
+
+
+# -- the plan: lives in the driver ------------------------------------------------------
+@dataclass
+class PlannedRun:
+    """One baseline under one protocol (and task variant): folds, fold cache, MLflow parent."""
+
+    index: int
+    variant: str
+    baseline: str
+    protocol: str
+    params: dict[str, Any]
+    manifest: SplitManifest
+    manifest_path: Path
+    task: TaskData
+    metrics: list[str]
+    fold_dir: Path
+    parent: Any = None
+    logged: set[int] = field(default_factory=set)
+    frames: dict[int, pd.DataFrame] = field(default_factory=dict)
+    failure: str | None = None
+    estimates: list[MetricEstimate] | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.baseline} | {self.protocol}" + (f" | {self.variant}" if self.variant else "")
+
+    @property
+    def done(self) -> bool:
+        return self.failure is not None or self.estimates is not None
+
+    def fold_path(self, fold_index: int) -> Path:
+        return self.fold_dir / f"fold{fold_index}.csv"
+
+
+def run_key(*, suite: Any, baseline: str, resolved_params: dict[str, Any], manifest: SplitManifest,
+            seed: int, fingerprint: str, weights: dict[str, Path], variant: str, aux: str | None,
+            threads: int) -> str:
+    """What decides a fold's predictions; the fold cache and MLflow resume are keyed by it."""
+    key_obj: dict[str, Any] = {
+        "suite": suite.name, "task": suite.task, "task_options": suite.task_options,
+        "baseline": baseline, "params": resolved_params, "manifest": manifest.sha256,
+        "seed": seed, "dataset": fingerprint, "version": __version__,
+        "weights": {k: str(v) for k, v in sorted(weights.items())},
+    }
+    if variant:
+        key_obj["variant"] = variant
+    if aux is not None:
+        key_obj["aux"] = aux
+    if threads != 1:  # the thread count changes float sums; 1 keeps the keys of older runs
+        key_obj["threads_per_job"] = threads
+    return digest(key_obj)[:32]
+
+
+def read_predictions(path: Path, target_kind: str) -> pd.DataFrame:
+    frame = pd.read_csv(path, dtype={"sample_id": str, "patient_id": str})
+    if target_kind == "classification":
+        frame["y_true"] = frame["y_true"].astype(str)
+        frame["y_pred"] = frame["y_pred"].astype(str)
+    return frame
+
+
+def fold_counts(data: TaskData, fold: Any) -> dict[str, int]:
+    pid = data.samples.set_index("sample_id")["patient_id"]
+    counts = {}
+    for role in ("train", "val", "test"):
+        ids = getattr(fold, role)
+        counts[f"n_{role}_samples"] = len(ids)
+        counts[f"n_{role}_patients"] = int(pid.loc[list(ids)].nunique()) if ids else 0
+    return counts
+
+
+def record_fold(plan: PlannedRun, fold: Fold, frame: pd.DataFrame, *, seconds: float | None,
+                tags: dict[str, str]) -> None:
+    """Keep a finished fold's predictions and log its nested MLflow run (once)."""
+    plan.frames[fold.index] = frame
+    log(f"  {plan.label} | fold {fold.index}: {len(frame)} test samples"
+        + (" (from cache)" if seconds is None else f" in {seconds:.1f}s"))
+    if plan.parent is None or fold.index in plan.logged:
+        return
+    from harness.tracking import FoldRecord
+
+    metrics = {
+        m: compute_metric(m, frame["y_true"].to_numpy(), frame["y_pred"].to_numpy(), plan.task.classes)
+        for m in plan.metrics
+    }
+    if seconds is not None:
+        metrics["fit_predict_seconds"] = seconds
+    fold_tags = {"baseline": plan.baseline, "protocol": plan.protocol,
+                 **({"target": plan.variant} if plan.variant else {}), **tags}
+    plan.parent.log_fold(
+        FoldRecord(index=fold.index, params={"fold": fold.index, **fold_counts(plan.task, fold)},
+                   metrics=metrics, tags=fold_tags, artifacts=[plan.fold_path(fold.index)]),
+        run_name=f"{plan.label} | fold {fold.index}",
+    )
+    plan.logged.add(fold.index)
+
+
+def take_cached_folds(plan: PlannedRun) -> list[Fold]:
+    """Record the folds the fold cache already has; return those still to fit."""
+    to_fit = []
+    for fold in plan.manifest.folds:
+        path = plan.fold_path(fold.index)
+        if path.exists():
+            record_fold(plan, fold, read_predictions(path, plan.task.target_kind), seconds=None,
+                        tags={"resumed_from_cache": "true"})
+        else:
+            to_fit.append(fold)
+    return to_fit
+
+
+def store_outcome(plan: PlannedRun, fold: Fold, outcome: FoldOutcome) -> None:
+    """Fold cache first (atomic), then MLflow: a crash in between loses nothing."""
+    write_csv_atomic(outcome.predictions, plan.fold_path(fold.index))
+    if outcome.history:
+        write_csv_atomic(pd.DataFrame(outcome.history), plan.fold_dir / f"fold{fold.index}-history.csv")
+    if plan.failure is None:
+        record_fold(plan, fold, outcome.predictions, seconds=outcome.seconds,
+                    tags={k: v[:480] for k, v in outcome.tags.items()})
+
+
+def finish_run(plan: PlannedRun, *, out_dir: Path, n_boot: int, seed: int,
+               stage_files: list[Path]) -> None:
+    """All folds in: pooled predictions, metric estimates, the parent run's summary."""
+    frames = [plan.frames[f.index] for f in plan.manifest.folds]
+    pooled = pd.concat(frames, ignore_index=True)
+    variant = f"__{plan.variant}" if plan.variant else ""
+    pred_out = out_dir / "predictions" / f"{plan.baseline}__{plan.protocol}{variant}.csv"
+    write_csv_atomic(pooled, pred_out)
+    estimates = [estimate(metric, frames, classes=plan.task.classes, n_boot=n_boot, seed=seed)
+                 for metric in plan.metrics]
+    if plan.parent is not None:
+        plan.parent.log_artifact(plan.manifest_path, "manifests")
+        plan.parent.log_artifact(pred_out, "predictions")
+        for path in stage_files:
+            plan.parent.log_artifact(path, "stages")
+        for est in estimates:
+            plan.parent.log_metrics({
+                est.metric: est.mean, f"{est.metric}_ci95_lo": est.ci95[0],
+                f"{est.metric}_ci95_hi": est.ci95[1], f"{est.metric}_n_patients": est.n_patients,
+            })
+        plan.parent.finish()
+    plan.estimates = estimates
+
+
+def fail_run(plan: PlannedRun, exc: BaseException) -> None:
+    """Record why a run failed (the other runs go on) and close its MLflow parent."""
+    if plan.failure is not None:
+        return
+    if isinstance(exc, HarnessError):
+        plan.failure = str(exc)
+        log(f"FAILED {plan.label}: {exc}")
+    else:
+        plan.failure = f"{type(exc).__name__}: {exc}"
+        log(f"FAILED {plan.label}:\n{''.join(traceback.format_exception(exc))}")
+    if plan.parent is not None:
+        plan.parent.finish("FAILED")
+
+
+def is_leaky(manifest: SplitManifest) -> bool:
+    return bool(manifest.leaky or get_protocol(manifest.protocol).leaky)

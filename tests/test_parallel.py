@@ -1,0 +1,283 @@
+"""Parallel fold jobs: a local process pool and Ray give the serial run's results, and
+MLflow gets exactly one finished nested run per fold, none lost, duplicated or RUNNING."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.parallel import CachedVolumes, SerialExecutor, run_jobs
+from harness.runner import RunOptions, run_suite
+from harness.suite import parse_suite
+from test_runner import TINY_SUITE
+
+HELPERS = Path(__file__).parent / "helpers"
+
+#: The tiny grading suite with a torch baseline too, whose sums depend on thread counts.
+PARALLEL_SUITE = json.loads(json.dumps(TINY_SUITE))
+PARALLEL_SUITE["baselines"] = {
+    "default": ["majority", "logreg_dwtdct", "dwtdct_lstm"],
+    "params": {"logreg_dwtdct": {"image_size": 32},
+               "dwtdct_lstm": {"image_size": 32, "epochs": 2, "hidden": 8, "seq_len": 4}},
+}
+
+
+def run_parallel_suite(cohort: Path, tmp: Path, name: str, suite_dict: dict | None = None, **kw):
+    suite = parse_suite(json.loads(json.dumps(suite_dict or PARALLEL_SUITE)))
+    uri = f"sqlite:///{tmp / name / 'mlflow.db'}"
+    (tmp / name).mkdir(parents=True, exist_ok=True)
+    opts = RunOptions(data=cohort, out=tmp / name / "out", tracking_uri=uri, cache_dir=tmp / name / "cache",
+                      progress=False, **kw)
+    return run_suite(suite, opts), uri
+
+
+def mlflow_runs(uri: str, experiment: str = "harness/tiny-grading"):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=5000)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return parents, children
+
+
+def fold_metrics(uri: str) -> dict[tuple[str, str, int], dict[str, float]]:
+    """(baseline, protocol, fold) -> the fold run's metrics, asserting one run per fold."""
+    parents, children = mlflow_runs(uri)
+    out: dict[tuple[str, str, int], dict[str, float]] = {}
+    by_parent = {p.info.run_id: p for p in parents}
+    for child in children:
+        parent = by_parent[child.data.tags["mlflow.parentRunId"]]
+        key = (parent.data.tags["baseline"], parent.data.tags["protocol"], int(child.data.tags["harness.fold"]))
+        assert key not in out, f"duplicate fold run {key}"
+        out[key] = {k: v for k, v in child.data.metrics.items() if k != "fit_predict_seconds"}
+    return out
+
+
+def assert_mlflow_complete(uri: str, expected_folds: dict[str, int]) -> None:
+    parents, children = mlflow_runs(uri)
+    assert [r.info.status for r in parents + children if r.info.status != "FINISHED"] == []
+    for parent in parents:
+        kids = [c for c in children if c.data.tags["mlflow.parentRunId"] == parent.info.run_id]
+        folds = sorted(int(k.data.tags["harness.fold"]) for k in kids)
+        assert folds == list(range(expected_folds[parent.data.tags["protocol"]])), parent.data.tags
+        assert "accuracy" in parent.data.metrics
+
+
+def results(summary: dict) -> list[tuple]:
+    return [(r["baseline"], r["protocol"], r["metric"], r["mean"], tuple(r["ci95"])) for r in summary["results"]]
+
+
+def predictions(out: Path) -> dict[str, pd.DataFrame]:
+    return {p.name: pd.read_csv(p) for p in sorted((out / "predictions").glob("*.csv"))}
+
+
+# -- units ----------------------------------------------------------------------------
+def test_cached_volumes_travel_as_paths_and_reopen_the_same_arrays(tmp_path):
+    arrays = {}
+    for i in range(3):
+        np.save(tmp_path / f"v{i}.npy", np.random.default_rng(i).random((4, 16, 16), dtype=np.float32))
+        arrays[f"s{i}"] = np.load(tmp_path / f"v{i}.npy", mmap_mode="r")
+    volumes = CachedVolumes.from_arrays(arrays)
+    assert isinstance(volumes, CachedVolumes)
+    blob = pickle.dumps(volumes)
+    assert len(blob) < 1000  # 3 x 4 KiB of pixels would not fit
+    again = pickle.loads(blob)
+    assert sorted(again) == ["s0", "s1", "s2"]
+    for key in arrays:
+        np.testing.assert_array_equal(again[key], arrays[key])
+    # in-memory arrays are not files: they stay a plain mapping
+    assert isinstance(CachedVolumes.from_arrays({"a": np.zeros(3)}), dict)
+
+
+class _Job:
+    def __init__(self, run: int, n: int):
+        self.run, self.n, self.data_key = run, n, "d"
+
+
+def _square_or_fail(job: _Job, data: dict) -> int:
+    if job.n < 0:
+        raise ValueError(f"bad job {job.n}")
+    return job.n * job.n + data["offset"]
+
+
+def test_run_jobs_skips_the_rest_of_a_failed_run_and_reports_each_result_once():
+    jobs = [_Job(0, 1), _Job(1, -1), _Job(1, 5), _Job(0, 2)]
+    failed: set[int] = set()
+    seen: list[tuple[int, object]] = []
+
+    def on_result(job, res):
+        seen.append((job.n, res))
+        if isinstance(res, Exception):
+            failed.add(job.run)
+
+    run_jobs(SerialExecutor(), _square_or_fail, jobs, {"d": {"offset": 10}}, on_result=on_result,
+             should_run=lambda job: job.run not in failed)
+    assert [n for n, _ in seen] == [1, -1, 2]  # job 5 belongs to the failed run: never started
+    assert seen[0][1] == 11 and seen[2][1] == 14 and isinstance(seen[1][1], ValueError)
+
+
+# -- end to end -------------------------------------------------------------------------
+EXPECTED_FOLDS = {"row_random": 1, "patient_kfold": 3}
+
+
+@pytest.fixture(scope="module")
+def serial_reference(tiny_rembrandt, tmp_path_factory):
+    """The serial run every parallel run must reproduce: (result, mlflow uri, out dir)."""
+    tmp = tmp_path_factory.mktemp("serial")
+    result, uri = run_parallel_suite(tiny_rembrandt, tmp, "serial", jobs=1)
+    assert result.failures == []
+    assert_mlflow_complete(uri, EXPECTED_FOLDS)
+    return result, uri, tmp / "serial" / "out"
+
+
+def assert_same_as_serial(serial_reference, result, uri: str, out: Path) -> None:
+    serial, serial_uri, serial_out = serial_reference
+    assert result.failures == []
+    assert result.folds_fitted == serial.folds_fitted == 3 * (1 + 3)
+    assert results(result.summary) == results(serial.summary)
+    a, b = predictions(serial_out), predictions(out)
+    assert a.keys() == b.keys() and len(a) == 6
+    for name in a:
+        pd.testing.assert_frame_equal(a[name], b[name], check_exact=True)
+    assert_mlflow_complete(uri, EXPECTED_FOLDS)
+    assert fold_metrics(uri) == fold_metrics(serial_uri)
+
+
+def test_process_pool_gives_the_serial_results_and_one_mlflow_run_per_fold(
+        tiny_rembrandt, serial_reference, tmp_path):
+    pooled, pooled_uri = run_parallel_suite(tiny_rembrandt, tmp_path, "pool", jobs=2)
+    assert_same_as_serial(serial_reference, pooled, pooled_uri, tmp_path / "pool" / "out")
+    expected = EXPECTED_FOLDS
+    # a rerun reuses every fold; it is a new parent run per baseline x protocol, again
+    # with exactly one nested run per fold
+    again, _ = run_parallel_suite(tiny_rembrandt, tmp_path, "pool", jobs=2)
+    assert again.folds_fitted == 0 and again.folds_reused == pooled.folds_fitted
+    assert_mlflow_complete(pooled_uri, expected)
+    parents, children = mlflow_runs(pooled_uri)
+    assert len(parents) == 2 * 6 and len(children) == 2 * 12
+
+
+def test_a_failing_baseline_fails_alone_and_leaves_nothing_running(tiny_rembrandt, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(HELPERS))
+    suite = json.loads(json.dumps(TINY_SUITE))
+    suite["baselines"] = {"default": ["faulty_baselines:RaisingMajority", "majority"]}
+    suite["protocols"] = {"patient_kfold": {"n_splits": 3}}
+    result, uri = run_parallel_suite(tiny_rembrandt, tmp_path, "fail", suite, jobs=2)
+    assert len(result.failures) == 1 and "this baseline always fails" in result.failures[0]
+    parents, children = mlflow_runs(uri)
+    status = {p.data.tags["baseline"]: p.info.status for p in parents}
+    assert status == {"faulty_baselines:RaisingMajority": "FAILED", "majority": "FINISHED"}
+    assert all(c.info.status == "FINISHED" for c in children)
+    assert {c.data.tags["baseline"] for c in children} == {"majority"}
+    assert [r["baseline"] for r in result.summary["results"]] == ["majority"] * 3
+
+
+def test_a_worker_killed_mid_run_fails_its_runs_and_a_rerun_finishes_them(tiny_rembrandt, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(HELPERS))
+    suite = json.loads(json.dumps(TINY_SUITE))
+    suite["baselines"] = {"default": ["majority", "faulty_baselines:DyingMajority", "patient_memorizer"],
+                          "params": {"patient_memorizer": {"image_size": 32}}}
+    suite["protocols"] = {"patient_kfold": {"n_splits": 3}}
+    result, uri = run_parallel_suite(tiny_rembrandt, tmp_path, "kill", suite, jobs=2)
+    assert any("worker process died" in f for f in result.failures)
+    assert any(f.startswith("faulty_baselines:DyingMajority") for f in result.failures)
+    parents, children = mlflow_runs(uri)
+    assert all(r.info.status in ("FINISHED", "FAILED") for r in parents + children)
+    assert all(c.info.status == "FINISHED" for c in children)
+    # Without the killer, a rerun resumes: every fold finished before is reused, not refitted.
+    suite["baselines"]["default"] = ["majority", "patient_memorizer"]
+    again, uri2 = run_parallel_suite(tiny_rembrandt, tmp_path, "kill", suite, jobs=2)
+    assert again.failures == []
+    assert again.folds_reused + again.folds_fitted == 6
+    assert again.folds_reused >= sum(1 for c in children if c.data.tags["baseline"] != "faulty_baselines:DyingMajority")
+    parents, children = mlflow_runs(uri2)
+    finished = [p for p in parents if p.info.status == "FINISHED"]
+    assert {p.data.tags["baseline"] for p in finished} == {"majority", "patient_memorizer"}
+    assert all(r.info.status != "RUNNING" for r in parents + children)
+
+
+# -- Ray ----------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _session_pids(sid: int) -> list[int]:
+    """Processes of a session: the Ray head and every process it started (workers too)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == sid:
+                pids.append(int(entry.name))
+    return pids
+
+
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory):
+    """A local Ray head started by the test in its own session, stopped by session id."""
+    pytest.importorskip("ray")
+    port = _free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    ray_cli = Path(sys.executable).with_name("ray")
+    log = (tmp_path_factory.mktemp("ray") / "head.log").open("w")
+    head = subprocess.Popen(
+        [str(ray_cli), "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
+         "--object-store-memory=200000000",
+         "--disable-usage-stats", "--block"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    address = f"127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if head.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"Ray head did not start: see {log.name}")
+            time.sleep(0.5)
+        os.environ["RAY_AUTH_MODE"] = "disabled"
+        yield address
+    finally:
+        os.environ.pop("RAY_AUTH_MODE", None)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in _session_pids(head.pid):
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            try:
+                head.wait(timeout=5)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        log.close()
+
+
+def test_ray_gives_the_serial_results_and_one_mlflow_run_per_fold(
+        tiny_rembrandt, serial_reference, ray_head, tmp_path):
+    import ray
+
+    result, uri = run_parallel_suite(tiny_rembrandt, tmp_path, "ray", executor="ray",
+                                     ray_address=ray_head, jobs=2)
+    assert not ray.is_initialized()  # the harness connected, so it disconnected
+    assert_same_as_serial(serial_reference, result, uri, tmp_path / "ray" / "out")
+
