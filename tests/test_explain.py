@@ -185,3 +185,21 @@ def test_deletion_curve_drops_fastest_for_the_true_ranking() -> None:
     curve, auc = deletion_curve(model, x, 1, good, steps=8)
     _, bad_auc = deletion_curve(model, x, 1, -good, steps=8)
     assert curve[0] > curve[-1] and auc < bad_auc
+
+
+def test_cli_name_lists_match_the_registries():
+    from harness.explain.models import MODELS
+    from harness.explain.names import METHOD_NAMES, MODEL_NAMES
+
+    assert list(METHOD_NAMES) == method_names()
+    assert list(MODEL_NAMES) == list(MODELS)
+
+
+def test_building_the_command_line_imports_neither_torch_nor_sklearn():
+    import subprocess
+    import sys
+
+    code = ("import sys, harness.cli as c; c.build_parser(); "
+            "print(sorted(m for m in ('torch', 'sklearn', 'captum', 'mlflow') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

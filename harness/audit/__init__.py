@@ -4,6 +4,15 @@
 ``audit`` CLI command (:mod:`harness.audit.cli`) reruns the capstone's setup.
 """
 
-from harness.audit.suite_reports import write_suite_reports
+from typing import Any
 
 __all__ = ["write_suite_reports"]
+
+
+def __getattr__(name: str) -> Any:
+    """Imported on first use (PEP 562): the CLI imports this package without scikit-learn."""
+    if name == "write_suite_reports":
+        from harness.audit.suite_reports import write_suite_reports
+
+        return write_suite_reports
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

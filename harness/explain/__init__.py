@@ -13,7 +13,19 @@ takes (B, M, H, W) or (B, M, D, H, W) input and returns class scores; see docs/e
 - :mod:`run`, :mod:`report`, :mod:`cli`: the ``explain`` command end to end.
 """
 
-from harness.explain.config import ExplainConfig
-from harness.explain.methods import METHODS, attribute, method_names
+from typing import Any
 
 __all__ = ["METHODS", "ExplainConfig", "attribute", "method_names"]
+
+
+def __getattr__(name: str) -> Any:
+    """Imported on first use (PEP 562): the CLI imports this package without needing torch."""
+    if name == "ExplainConfig":
+        from harness.explain.config import ExplainConfig
+
+        return ExplainConfig
+    if name in ("METHODS", "attribute", "method_names"):
+        from harness.explain import methods
+
+        return getattr(methods, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

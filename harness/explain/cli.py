@@ -14,14 +14,13 @@ def _csv_list(text: str) -> list[str]:
 
 
 def add_commands(subparsers: argparse._SubParsersAction, common_parent: argparse.ArgumentParser) -> None:
-    from harness.explain.methods import method_names
-    from harness.explain.models import MODELS
+    from harness.explain.names import METHOD_NAMES, MODEL_NAMES
 
     p = subparsers.add_parser(
         "explain", parents=[common_parent],
         help="explainability report: 16 Captum methods on multi-modal inputs, scored against known truth")
     p.add_argument("--suite", default="explain", help="suite with [data] and [explain] tables (default: explain)")
-    p.add_argument("--baseline", help=f"model to explain (default: the suite's): {', '.join(MODELS)}, or a "
+    p.add_argument("--baseline", help=f"model to explain (default: the suite's): {', '.join(MODEL_NAMES)}, or a "
                                       "registered torch baseline (resnet18_grader, a timm backbone, dwtdct_lstm, "
                                       "unet3d), fitted on the cohort's training patients")
     p.add_argument("--modalities", type=_csv_list,
@@ -30,7 +29,7 @@ def add_commands(subparsers: argparse._SubParsersAction, common_parent: argparse
     p.add_argument("--profile", help="a registered baseline's profile (default: quick)")
     p.add_argument("--model-file", type=Path, help="a torch.save()d nn.Module to explain instead of training one")
     p.add_argument("--methods", type=_csv_list,
-                   help=f"comma-separated methods (default: all): {', '.join(method_names())}")
+                   help=f"comma-separated methods (default: all): {', '.join(METHOD_NAMES)}")
     p.add_argument("--cases", type=int, help="held-out cases to explain (default: the suite's)")
     p.add_argument("--dims", type=int, choices=(2, 3), help="2D slices or 3D volumes (default: the model's)")
     p.add_argument("--size", type=int, help="in-plane (2D) or cubic (3D) input size in pixels")
