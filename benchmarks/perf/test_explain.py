@@ -3,8 +3,8 @@
 The default explain input is 4 x 64 x 64 (T1, T1post, T2, FLAIR) and the default model
 the ``multimodal_cnn``; settings are the defaults of :class:`ExplainConfig`. Each method's
 time is reported next to a bare forward + backward pass of the same model measured in
-the same run (``extra_info['ratio_to_forward_backward']``), so numbers compare across
-machines. Run: ``pytest benchmarks/perf/test_explain.py --benchmark-only``.
+the same run (``extra_info['ratio']``: method time / forward + backward time), so numbers
+compare across machines. Run: ``pytest benchmarks/perf/test_explain.py --benchmark-only``.
 """
 
 from __future__ import annotations
@@ -52,11 +52,12 @@ def setup() -> tuple[torch.nn.Module, torch.Tensor, MethodInputs, ExplainConfig]
 
 
 @pytest.mark.parametrize("name", list(METHODS))
-def test_method_speed(benchmark, setup, name: str) -> None:
+def test_method_speed(benchmark, report_ratio, setup, name: str) -> None:
     model, x, extra, cfg = setup
     attr = benchmark.pedantic(attribute, args=(name, model, x, 1, cfg, extra), rounds=3, iterations=1,
                               warmup_rounds=1)
     assert attr.shape == x.shape
     mean = benchmark.stats.stats.mean
-    benchmark.extra_info["forward_backward_s"] = _BASE["forward_backward_s"]
-    benchmark.extra_info["ratio_to_forward_backward"] = mean / _BASE["forward_backward_s"]
+    report_ratio(mean / _BASE["forward_backward_s"], ratio_is="method mean seconds / one forward+backward pass",
+                 baseline="one bare forward + backward pass of the same model on the same case",
+                 baseline_seconds=_BASE["forward_backward_s"], label=f"explain {name}, one 4x64x64 case")

@@ -19,6 +19,7 @@ from harness.synth.nifti_writer import write_nifti
 
 SHAPE = (240, 240, 155)  # x, y, z as stored in a BraTS file
 BUDGET_S = 3.0
+_BASELINE = "plain numpy whole-volume Dice of ET, TC, WT on the same arrays"
 
 
 def _subject(seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -73,27 +74,29 @@ def subject_files(tmp_path_factory) -> tuple[Path, Path, np.ndarray, np.ndarray]
             write_nifti(folder / "ref_seg.nii.gz", ref, affine), pred, ref)
 
 
-def test_score_arrays_one_full_size_subject(benchmark, subject_files):
+def test_score_arrays_one_full_size_subject(benchmark, report_ratio, subject_files):
     _, _, pred, ref = subject_files
     baseline = _best_of(lambda: _dice_baseline(pred, ref))
     scores = benchmark.pedantic(score_regions, args=(pred, ref), rounds=3, iterations=1)
     assert [s.region for s in scores] == ["ET", "TC", "WT"]
     assert scores[0].Num_FP == 12
     mean = benchmark.stats.stats.mean
-    benchmark.extra_info["baseline_numpy_dice_s"] = baseline
-    benchmark.extra_info["ratio_vs_numpy_dice"] = mean / baseline
     print(f"\nscore_regions: {mean:.3f} s = {mean / baseline:.1f}x a numpy whole-volume Dice ({baseline:.3f} s)")
-    assert mean < BUDGET_S
+    met = report_ratio(mean / baseline, ratio_is="score_regions mean seconds / numpy Dice seconds",
+                       baseline=_BASELINE, baseline_seconds=baseline, target=("<", BUDGET_S), target_value=mean,
+                       target_of="mean seconds", label="seg-eval scoring, one 240x240x155 subject (arrays)")
+    assert met
 
 
-def test_seg_eval_one_full_size_subject_from_files(benchmark, subject_files):
+def test_seg_eval_one_full_size_subject_from_files(benchmark, report_ratio, subject_files):
     pred_path, ref_path, pred, ref = subject_files
     baseline = _best_of(lambda: _dice_baseline(pred, ref))
     rows = benchmark.pedantic(score_subject, args=(pred_path, ref_path), rounds=3, iterations=1)
     assert len(rows) == 3
     mean = benchmark.stats.stats.mean
-    benchmark.extra_info["baseline_numpy_dice_s"] = baseline
-    benchmark.extra_info["ratio_vs_numpy_dice"] = mean / baseline
     print(f"\nseg-eval subject (read 2 NIfTI + score): {mean:.3f} s = {mean / baseline:.1f}x a numpy "
           f"whole-volume Dice ({baseline:.3f} s)")
-    assert mean < BUDGET_S
+    met = report_ratio(mean / baseline, ratio_is="score_subject mean seconds / numpy Dice seconds",
+                       baseline=_BASELINE, baseline_seconds=baseline, target=("<", BUDGET_S), target_value=mean,
+                       target_of="mean seconds", label="seg-eval, one 240x240x155 subject (2 NIfTI files + scoring)")
+    assert met
