@@ -281,3 +281,36 @@ def test_ray_gives_the_serial_results_and_one_mlflow_run_per_fold(
     assert not ray.is_initialized()  # the harness connected, so it disconnected
     assert_same_as_serial(serial_reference, result, uri, tmp_path / "ray" / "out")
 
+
+
+def test_feature_store_leaves_a_series_another_process_is_computing_for_last(tmp_path):
+    """Concurrent fold jobs split the feature work: a locked series is done after the rest."""
+    import fcntl
+    import threading
+
+    from harness.features.store import FeatureStore, config_hash
+    from harness.tasks import TaskData
+
+    volumes = {f"s{i}": np.full((3, 4, 4), float(i), np.float32) for i in range(3)}
+    samples = pd.DataFrame({"sample_id": [f"s{i}-{z}" for i in range(3) for z in range(3)],
+                            "patient_id": [f"p{i}" for i in range(3) for _ in range(3)],
+                            "image_id": [f"s{i}" for i in range(3) for _ in range(3)],
+                            "slice_index": [z for _ in range(3) for z in range(3)], "target": 0})
+    data = TaskData("t", "regression", samples, None, volumes, {k: f"key{k}" for k in volumes})
+    fn = lambda vol: vol.reshape(len(vol), -1).mean(axis=1, keepdims=True)  # noqa: E731
+    store = FeatureStore(tmp_path)
+    lock_path = tmp_path / f"keys0-mean-{config_hash({})}.lock"
+    with open(lock_path, "a+b") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)  # "another process" is computing s0
+        out: dict[str, np.ndarray] = {}
+        worker = threading.Thread(target=lambda: out.setdefault("x", store.matrix(data, "mean", {}, fn)))
+        worker.start()
+        deadline = time.monotonic() + 30
+        while store.n_computed < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert store.n_computed == 2  # s1 and s2 done; s0 left for last
+        assert not (tmp_path / f"keys0-mean-{config_hash({})}.npy").exists()
+        fcntl.flock(held.fileno(), fcntl.LOCK_UN)
+    worker.join(30)
+    assert store.n_computed == 3
+    np.testing.assert_array_equal(out["x"][:, 0], np.repeat([0.0, 1.0, 2.0], 3))

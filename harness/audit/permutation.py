@@ -76,8 +76,15 @@ def permute_by_patient(samples: pd.DataFrame, rng: np.random.Generator) -> np.nd
 def permutation_test(
     x: np.ndarray, samples: pd.DataFrame, manifests: dict[str, SplitManifest], *,
     metric: str, regression: bool, classes: list | None = None, n_permutations: int = 99, seed: int = 0,
+    n_jobs: int = 1,
 ) -> list[PermutationResult]:
-    """Observed surrogate score and its permutation null under each protocol."""
+    """Observed surrogate score and its permutation null under each protocol.
+
+    ``n_jobs`` processes refit the null (the run's ``--jobs``); the shuffles are drawn
+    up front from ``seed``, so the null does not depend on it.
+    """
+    from joblib import Parallel, delayed
+
     index = pd.Index(samples["sample_id"].astype(str))
     y = samples["target"].to_numpy()
     rng = np.random.default_rng(seed)
@@ -85,7 +92,8 @@ def permutation_test(
     out = []
     for protocol, manifest in manifests.items():
         observed = _fold_score(x, y, index, manifest, metric, regression, classes)
-        null = np.array([_fold_score(x, yp, index, manifest, metric, regression, classes) for yp in perms])
+        null = np.array(Parallel(n_jobs=max(1, n_jobs))(
+            delayed(_fold_score)(x, yp, index, manifest, metric, regression, classes) for yp in perms))
         better = null <= observed if metric in LOWER_IS_BETTER else null >= observed
         p = (1 + int(np.sum(better))) / (1 + len(null))
         out.append(PermutationResult(protocol, metric, observed, null, p))

@@ -69,34 +69,53 @@ class SelectionResult:
 
 
 def selection_study(x: np.ndarray, y: np.ndarray, pids: np.ndarray, *, metric: str, regression: bool,
-                    classes: list | None = None, repeats: int = 5, outer: int = 5, seed: int = 0
-                    ) -> SelectionResult:
+                    classes: list | None = None, repeats: int = 5, outer: int = 5, seed: int = 0,
+                    n_jobs: int = 1) -> SelectionResult:
     """The paper's procedure (configuration and split ratio picked by mean test score over
-    ``repeats`` random patient splits) against nested patient-level CV over the same grid."""
+    ``repeats`` random patient splits) against nested patient-level CV over the same grid.
+
+    ``n_jobs`` processes share the refits; the splits are drawn first, so the result
+    does not depend on it."""
+    from joblib import Parallel, delayed
+    from sklearn.model_selection import GroupKFold
+
+    def scores(fits: list[tuple[np.ndarray, np.ndarray, float]]) -> list[float]:
+        return Parallel(n_jobs=max(1, n_jobs))(
+            delayed(_score)(x, y, tr, te, alpha, regression, metric, classes) for tr, te, alpha in fits)
+
     pids = np.asarray(pids).astype(str)
-    rows = []
+    grid_fits, rows = [], []
     for share in TRAIN_SHARES:
         rng = np.random.default_rng(seed)
         splits = [_patient_split(pids, share, rng) for _ in range(repeats)]
         for alpha in ALPHAS:
-            s = [_score(x, y, tr, te, alpha, regression, metric, classes) for tr, te in splits]
-            rows.append({"train_share": share, "alpha": alpha, "test_score": float(np.mean(s))})
+            rows.append({"train_share": share, "alpha": alpha})
+            grid_fits += [(tr, te, alpha) for tr, te in splits]
+    grid_scores = scores(grid_fits)
+    for i, row in enumerate(rows):
+        row["test_score"] = float(np.mean(grid_scores[i * repeats:(i + 1) * repeats]))
     grid = pd.DataFrame(rows)
     best = grid.loc[grid["test_score"].idxmin() if metric in LOWER_IS_BETTER else grid["test_score"].idxmax()]
-    from sklearn.model_selection import GroupKFold
 
     n_pat = len(set(pids))
     k_out = int(min(outer, n_pat))
-    nested = []
+    outer_folds, inner_fits, n_inner = [], [], []
     for tr, te in GroupKFold(n_splits=k_out).split(x, y, pids):
         k_in = int(min(outer, len(set(pids[tr]))))
         inner = list(GroupKFold(n_splits=max(k_in, 2)).split(tr, groups=pids[tr]))
+        outer_folds.append((tr, te))
+        n_inner.append(len(inner))
+        inner_fits += [(tr[a], tr[b], alpha) for alpha in ALPHAS for a, b in inner]
+    inner_scores = iter(scores(inner_fits))
+    final_fits = []
+    for (tr, te), k in zip(outer_folds, n_inner):
         best_a, best_s = None, None
         for alpha in ALPHAS:
-            s = float(np.mean([_score(x, y, tr[a], tr[b], alpha, regression, metric, classes) for a, b in inner]))
+            s = float(np.mean([next(inner_scores) for _ in range(k)]))
             if best_s is None or _better(s, best_s, metric):
                 best_a, best_s = alpha, s
-        nested.append(_score(x, y, tr, te, best_a, regression, metric, classes))
+        final_fits.append((tr, te, best_a))
+    nested = scores(final_fits)
     return SelectionResult(metric, grid, {"train_share": float(best["train_share"]), "alpha": float(best["alpha"])},
                            float(best["test_score"]), float(np.mean(nested)), nested)
 

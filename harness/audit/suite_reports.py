@@ -71,8 +71,10 @@ def audit_variant(*, variant: str, task_data, manifests: dict[str, SplitManifest
     leaky = {p: is_leaky(m) for p, m in manifests.items()}
     infl = inflation_table(preds, leaky, metric, classes=task_data.classes, n_boot=n_boot, seed=seed)
     regression = kind == "regression"
+    n_jobs = max(1, int(getattr(opts, "jobs", 1) or 1))  # the run's --jobs: refits in parallel
     perm = permutation_test(x, samples, manifests, metric=metric, regression=regression,
-                            classes=task_data.classes, n_permutations=int(cfg["n_permutations"]), seed=seed)
+                            classes=task_data.classes, n_permutations=int(cfg["n_permutations"]), seed=seed,
+                            n_jobs=n_jobs)
     prov = label_provenance(stage_tables, samples, views)
     icc = 1.0 - float(leak.target["share_within"])
     sub = {**summary, "results": [r for r in summary.get("results", []) if r.get("target", "") == variant]}
@@ -81,7 +83,7 @@ def audit_variant(*, variant: str, task_data, manifests: dict[str, SplitManifest
     if cfg["selection"]:
         y = samples["target"].to_numpy()
         sel = selection_study(x, y, samples["patient_id"].to_numpy(), metric=metric, regression=regression,
-                              classes=task_data.classes, seed=seed)
+                              classes=task_data.classes, seed=seed, n_jobs=n_jobs)
         scope = preprocessing_scope(x, y, pd.Index(samples["sample_id"].astype(str)), manifests, metric=metric,
                                     regression=regression, classes=task_data.classes)
     return VariantAudit(variant, metric, leak, probe, infl, perm, prov, over, sel,

@@ -2,14 +2,24 @@
 
 Features are computed for every slice of a series and stored under the series' content
 key plus the feature config hash; any task or fold then picks its rows by slice index.
+
+Fold jobs running at once in several processes share the cache: a series another
+process is computing (its lock file is held) is left for later, so concurrent folds
+split the work instead of each computing every series.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
+
+try:  # advisory file locks; without them (Windows) processes may compute a series twice
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
 
 import numpy as np
 
@@ -36,8 +46,15 @@ class FeatureStore:
             return np.zeros((0, 0), np.float32)
         tag = f"{name}-{config_hash(config)}"
         per_series: dict[str, np.ndarray] = {}
+        busy_elsewhere = []
         for image_id in data.samples["image_id"].unique():
-            per_series[image_id] = self._series_features(data, image_id, tag, fn)
+            feats = self._series_features(data, image_id, tag, fn, wait=False)
+            if feats is None:
+                busy_elsewhere.append(image_id)
+            else:
+                per_series[image_id] = feats
+        for image_id in busy_elsewhere:  # by now usually written by the other process
+            per_series[image_id] = self._series_features(data, image_id, tag, fn, wait=True)
         return np.stack(
             [
                 per_series[img][int(z)]
@@ -49,13 +66,45 @@ class FeatureStore:
         """All rows ``fn`` gives for one series (e.g. every slice's features), cached."""
         return self._series_features(data, image_id, f"{name}-{config_hash(config)}", fn)
 
-    def _series_features(self, data: TaskData, image_id: str, tag: str, fn: FeatureFn) -> np.ndarray:
+    def _series_features(self, data: TaskData, image_id: str, tag: str, fn: FeatureFn,
+                         wait: bool = True) -> np.ndarray | None:
+        """Cached or computed features; None when ``wait`` is False and another process
+        holds the series' lock (it is computing them)."""
         key = data.content_keys.get(image_id)
         path = self.cache_dir / f"{key}-{tag}.npy" if (self.cache_dir and key) else None
-        if path is not None and path.exists():
+        if path is None:
+            return self._compute(data, image_id, fn, None)
+        if path.exists():
             return np.load(path)
+        with _series_lock(path.with_suffix(".lock"), wait) as locked:
+            if not locked:
+                return None
+            if path.exists():  # written while we waited
+                return np.load(path)
+            return self._compute(data, image_id, fn, path)
+
+    def _compute(self, data: TaskData, image_id: str, fn: FeatureFn, path: Path | None) -> np.ndarray:
         feats = np.asarray(fn(np.asarray(data.volumes[image_id], dtype=np.float32)), np.float32)
         self.n_computed += 1
         if path is not None:
             atomic_write(path, lambda fh: np.save(fh, feats))
         return feats
+
+
+@contextmanager
+def _series_lock(lock_path: Path, wait: bool) -> Iterator[bool]:
+    """An exclusive advisory lock on ``lock_path``; yields whether it is held."""
+    if fcntl is None:
+        yield True
+        return
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+b") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
+import tempfile
 from abc import ABC, abstractmethod
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -92,9 +94,11 @@ _WORKER_FN: JobFn | None = None
 _WORKER_DATA: Mapping[str, Any] = {}
 
 
-def _init_worker(fn: JobFn, datasets: Mapping[str, Any]) -> None:
+def _init_worker(fn: JobFn, datasets_file: str) -> None:
     global _WORKER_FN, _WORKER_DATA
-    _WORKER_FN, _WORKER_DATA = fn, datasets
+    with open(datasets_file, "rb") as fh:
+        _WORKER_DATA = pickle.load(fh)
+    _WORKER_FN = fn
 
 
 def _call_in_worker(job: Any) -> Any:
@@ -106,7 +110,10 @@ class ProcessExecutor(Executor):
     """A pool of ``jobs`` spawned processes on this machine.
 
     Spawn, not fork: a fork after torch has started its thread pool can deadlock.
-    The shared data is sent once per worker (its cached volumes travel as file paths).
+    The shared data is pickled once to a temporary file that each worker reads as it
+    starts (its cached volumes travel as file paths). Why a file: initializer arguments
+    go down the spawn pipe, and a payload larger than the pipe buffer blocks the driver
+    until that worker has imported torch, one worker after the other.
     """
 
     name = "process"
@@ -116,7 +123,10 @@ class ProcessExecutor(Executor):
         self.slots = self.jobs + 1  # one queued job hides the driver's bookkeeping
 
     def start(self, fn: JobFn, datasets: Mapping[str, Any]) -> None:
-        self._init_args = (fn, dict(datasets))
+        with tempfile.NamedTemporaryFile("wb", prefix="harness-jobs-", suffix=".pkl", delete=False) as fh:
+            pickle.dump(dict(datasets), fh, protocol=pickle.HIGHEST_PROTOCOL)
+        self._datasets_file = fh.name
+        self._init_args = (fn, fh.name)
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
@@ -145,6 +155,12 @@ class ProcessExecutor(Executor):
         pool = getattr(self, "_pool", None)
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+        datasets_file = getattr(self, "_datasets_file", None)
+        if datasets_file is not None:
+            try:
+                os.unlink(datasets_file)
+            except FileNotFoundError:
+                pass
 
 
 # -- Ray --------------------------------------------------------------------------------
