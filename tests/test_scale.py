@@ -6,7 +6,6 @@ files) is the slow test at the end and ``benchmarks/scale/rembrandt_scale.py``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -27,16 +26,10 @@ from harness.synth import generate_cohort
 from harness.synth.anatomy import load_anatomy
 from harness.synth.generate import REMBRANDT_FULL_PATIENTS, REMBRANDT_FULL_SLICES_PER_SERIES
 
+from test_synth import tree_hash  # noqa: E402
+
 GRID = 6.0
 SLICES = 9
-
-
-def tree_hash(root: Path) -> str:
-    h = hashlib.sha256()
-    for f in sorted(p for p in root.rglob("*") if p.is_file()):
-        h.update(str(f.relative_to(root)).encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()
 
 
 def _backdate(root: Path, seconds: float = 60.0) -> None:
