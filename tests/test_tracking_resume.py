@@ -64,7 +64,8 @@ def test_sigkill_mid_run_resumes_without_refitting_and_leaves_nothing_running(ti
            "--suite", str(suite_path), "--data", str(tiny_rembrandt), "--tracking-uri", uri]
     env = subprocess_env(Path(__file__).parent / "helpers")
     env["SLOW_BASELINE_SECONDS"] = "4"
-    proc = subprocess.Popen(cmd + ["--out", str(tmp_path / "a")], env=env,
+    env["HARNESS_TEST_MARK"] = str(tmp_path)  # finds this run's worker processes below
+    proc = subprocess.Popen(cmd + ["--out", str(tmp_path / "a"), "--jobs", "2"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.time() + 240
     while not _fold_files(cache) and time.time() < deadline and proc.poll() is None:
@@ -74,6 +75,10 @@ def test_sigkill_mid_run_resumes_without_refitting_and_leaves_nothing_running(ti
     proc.wait()
     done_before = len(_fold_files(cache))
     assert 1 <= done_before < 3
+    deadline = time.time() + 10  # its pool workers follow the killed driver
+    while _marked_processes(str(tmp_path)) and time.time() < deadline:
+        time.sleep(0.2)
+    assert _marked_processes(str(tmp_path)) == []
 
     env["SLOW_BASELINE_SECONDS"] = "0"
     second = subprocess.run(cmd + ["--out", str(tmp_path / "b")], env=env, capture_output=True, text=True, timeout=300)
@@ -91,6 +96,22 @@ def test_sigkill_mid_run_resumes_without_refitting_and_leaves_nothing_running(ti
                       if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id
                       and r.info.status == "FINISHED"]
     assert sorted(finished_folds) == [0, 1, 2]
+
+
+def _marked_processes(mark: str) -> list[int]:
+    """Live processes whose environment carries HARNESS_TEST_MARK=mark."""
+    needle = f"HARNESS_TEST_MARK={mark}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if needle in (entry / "environ").read_bytes().split(b"\0"):
+                    state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                    if state != "Z":
+                        found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
 
 
 def test_identifying_dicom_tags_never_reach_outputs(tiny_rembrandt, session_cache, tmp_path, capfd):

@@ -9,9 +9,11 @@ for the next finished one, ``close``. A job's function is ``fn(job, data)`` with
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.connection
 import os
 import pickle
 import tempfile
+import threading
 from abc import ABC, abstractmethod
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -94,8 +96,22 @@ _WORKER_FN: JobFn | None = None
 _WORKER_DATA: Mapping[str, Any] = {}
 
 
+def _exit_with_parent() -> None:
+    """End this worker when the driver dies, even by SIGKILL (no orphans left running)."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def _init_worker(fn: JobFn, datasets_file: str) -> None:
     global _WORKER_FN, _WORKER_DATA
+    _exit_with_parent()
     with open(datasets_file, "rb") as fh:
         _WORKER_DATA = pickle.load(fh)
     _WORKER_FN = fn
