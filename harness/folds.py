@@ -29,7 +29,7 @@ from harness.console import log
 from harness.errors import HarnessError
 from harness.metrics import MetricEstimate, compute_metric, estimate
 from harness.parallel import limit_threads
-from harness.splits import Fold, SplitManifest, get_protocol
+from harness.splits import Fold, SplitManifest
 from harness.tasks import TaskData
 
 
@@ -261,7 +261,3 @@ def fail_run(plan: PlannedRun, exc: BaseException) -> None:
         log(f"FAILED {plan.label}:\n{''.join(traceback.format_exception(exc))}")
     if plan.parent is not None:
         plan.parent.finish("FAILED")
-
-
-def is_leaky(manifest: SplitManifest) -> bool:
-    return bool(manifest.leaky or get_protocol(manifest.protocol).leaky)

@@ -33,7 +33,6 @@ from harness.folds import (
     digest as _digest,
     fail_run,
     finish_run,
-    is_leaky,
     run_fold_job,
     run_key,
     store_outcome,
@@ -44,7 +43,6 @@ from harness.metrics import MetricEstimate
 from harness.parallel import CachedVolumes, make_executor, materialize_volumes, run_jobs
 from harness.provenance import git_commit, package_versions
 from harness.splits import (
-    Fold,
     SplitManifest,
     get_protocol,
     load_or_create_manifest,
@@ -270,7 +268,7 @@ def plan_run(
         "protocol": protocol,
         # One value per comparable set of runs: group by it in the MLflow UI.
         "comparison": f"{variant + ' | ' if variant else ''}{protocol}",
-        "leaky_protocol": str(is_leaky(manifest)).lower(),
+        "leaky_protocol": str(bool(manifest.leaky or get_protocol(manifest.protocol).leaky)).lower(),
         "manifest_sha256": manifest.sha256,
     }
     if variant:
@@ -294,20 +292,19 @@ def plan_run(
 
 
 def execute_plans(plans: list[PlannedRun], data_by_variant: dict[str, PreparedData], opts: RunOptions,
-                  seed: int, out_dir: Path, n_boot: dict[str, int], result: RunResult) -> None:
+                  seed: int, out_dir: Path, n_boot: int, result: RunResult) -> None:
     """Fit every fold the cache lacks on the chosen executor, then finish each run.
 
     Bookkeeping happens here, in the driver, as each fold comes back; workers only fit.
     """
     jobs: list[FoldJob] = []
-    folds: dict[tuple[int, int], Fold] = {}
     work_dir = str(Path(opts.cache_dir).resolve())
     weights = {k: str(Path(v).resolve()) for k, v in opts.weights.items()}
 
     def finish_if_complete(plan: PlannedRun) -> None:
         if not plan.done and len(plan.frames) == len(plan.manifest.folds):
             try:
-                finish_run(plan, out_dir=out_dir, n_boot=n_boot[plan.variant], seed=seed,
+                finish_run(plan, out_dir=out_dir, n_boot=n_boot, seed=seed,
                            stage_files=data_by_variant[plan.variant].stage_files)
             except Exception as exc:  # noqa: BLE001 - one run's failure must not lose the others
                 fail_run(plan, exc)
@@ -322,7 +319,6 @@ def execute_plans(plans: list[PlannedRun], data_by_variant: dict[str, PreparedDa
             continue
         result.folds_reused += len(plan.frames)
         for fold in to_fit:
-            folds[(plan.index, fold.index)] = fold
             jobs.append(FoldJob(
                 run_index=plan.index, data_key=plan.variant, baseline=plan.baseline, params=plan.params,
                 fold=fold, seed=seed, device=opts.device, profile=opts.profile, work_dir=work_dir,
@@ -338,7 +334,7 @@ def execute_plans(plans: list[PlannedRun], data_by_variant: dict[str, PreparedDa
             fail_run(plan, outcome)
             return
         try:
-            store_outcome(plan, folds[(plan.index, job.fold.index)], outcome)
+            store_outcome(plan, job.fold, outcome)
             result.folds_fitted += 1
         except Exception as exc:  # noqa: BLE001 - e.g. MLflow unreachable: keep the rest going
             fail_run(plan, exc)
@@ -419,13 +415,11 @@ def run_suite(suite: SuiteConfig, opts: RunOptions) -> RunResult:
     all_manifests: dict[str, dict[str, SplitManifest]] = {}
     plans: list[PlannedRun] = []
     data_by_variant: dict[str, PreparedData] = {}
-    manifests_by_variant: dict[str, dict[str, tuple[SplitManifest, Path]]] = {}
     for variant, view in data.views.items():
         vdata = replace(data, task_data=view, variant=variant)
         vsuite = replace(suite, task_options=variant_options[variant]) if variant else suite
         data_by_variant[variant] = vdata
         manifests = prepare_manifests(vsuite, opts, vdata, protocols, seed, out_dir)
-        manifests_by_variant[variant] = manifests
         all_manifests[variant] = {p: m for p, (m, _) in manifests.items()}
         for baseline_name in baselines:
             for protocol, (manifest, manifest_path) in manifests.items():
@@ -443,8 +437,7 @@ def run_suite(suite: SuiteConfig, opts: RunOptions) -> RunResult:
                     )
                     fail_run(plan, exc)
                 plans.append(plan)
-    execute_plans(plans, data_by_variant, opts, seed, out_dir,
-                  {v: suite.n_boot for v in data.views}, result)
+    execute_plans(plans, data_by_variant, opts, seed, out_dir, suite.n_boot, result)
 
     summaries: list[tuple[str, dict[str, Any]]] = []
     for variant, view in data.views.items():

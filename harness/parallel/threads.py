@@ -14,23 +14,13 @@ def limit_threads(n: int) -> Iterator[None]:
     2-thread ResNet differ by ~1e-7), so every fold job runs with the same count whether
     it runs in-process or in a worker; and N workers x all cores each would oversubscribe.
     """
+    import torch
     from threadpoolctl import threadpool_limits
 
-    torch = _torch_or_none()
-    before = torch.get_num_threads() if torch is not None else None
+    before = torch.get_num_threads()
     with threadpool_limits(limits=n):
-        if torch is not None:
-            torch.set_num_threads(n)
+        torch.set_num_threads(n)
         try:
             yield
         finally:
-            if torch is not None and before is not None:
-                torch.set_num_threads(before)
-
-
-def _torch_or_none():  # noqa: ANN202 - the torch module, imported only if installed
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return None
-    return torch
+            torch.set_num_threads(before)
