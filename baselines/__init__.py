@@ -1,32 +1,45 @@
-"""Registered baselines. Each module registers its classes on import.
+"""Registered baselines, discovered: every public module of this package is imported
+and registers its classes, so adding a baseline is adding one file.
 
-Like timm's model registry: ``get_baseline("majority")`` finds a class by name;
-``"package.module:ClassName"`` imports a user's own baseline.
+Like timm's model registry: ``create_baseline("majority", profile="quick")`` builds one
+by name; ``"package.module:ClassName"`` imports a user's own baseline.
 """
 
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
 from baselines.registry import (
+    KNOWN_TASKS,
     Baseline,
     FitContext,
+    create_baseline,
     get_baseline,
     list_baselines,
     register_baseline,
 )
 
-# Importing the modules registers their baselines.
-from baselines import controls as _controls  # noqa: F401,E402
-from baselines import logreg_dwtdct as _logreg_dwtdct  # noqa: F401,E402
-from baselines import perfusion_ridge as _perfusion_ridge  # noqa: F401,E402
+#: Modules that hold shared machinery, not baselines (imported by those that need them).
+_SUPPORT_MODULES = frozenset({"registry", "torch_loop", "torch_inputs", "timm_backbone"})
 
-# Torch baselines: registered only where torch is installed (the harness runs without it).
-try:  # noqa: SIM105
-    import torch as _torch  # noqa: F401
-except ImportError:  # pragma: no cover
-    pass
-else:
-    from baselines import cnn_lstm as _cnn_lstm  # noqa: F401,E402
-    from baselines import dwtdct_lstm as _dwtdct_lstm  # noqa: F401,E402
-    from baselines import resnet18_grader as _resnet18_grader  # noqa: F401,E402
-    from baselines import transfer as _transfer  # noqa: F401,E402
-    from baselines import unet3d as _unet3d  # noqa: F401,E402
 
-__all__ = ["Baseline", "FitContext", "get_baseline", "list_baselines", "register_baseline"]
+def _discover() -> list[str]:
+    """Import every baseline module; torch ones are skipped where torch is missing."""
+    skipped: list[str] = []
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name.startswith("_") or info.name in _SUPPORT_MODULES:
+            continue
+        try:
+            importlib.import_module(f"{__name__}.{info.name}")
+        except ModuleNotFoundError as exc:  # pragma: no cover - the harness runs without torch
+            if exc.name not in ("torch", "torchvision", "timm", "captum"):
+                raise
+            skipped.append(info.name)
+    return skipped
+
+
+SKIPPED_MODULES = _discover()
+
+__all__ = ["KNOWN_TASKS", "Baseline", "FitContext", "create_baseline", "get_baseline", "list_baselines",
+           "register_baseline", "SKIPPED_MODULES"]

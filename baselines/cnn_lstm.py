@@ -17,7 +17,6 @@ Stages 4-5 are the baseline :class:`CnnLstm`, fitted per fold.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from harness.hashing import json_digest
 from baselines.registry import Baseline, FitContext, register_baseline
 from baselines.torch_loop import LoopConfig, fit_model, make_loader, predict_batches, seed_everything
 from harness.errors import HarnessError
@@ -214,11 +214,10 @@ def grading_stages(
     )
     check_isolation(aux, data)
     grader = ResNet18Grader(profile=profile, **grader_params)
-    key = hashlib.sha256(json.dumps(
+    key = json_digest(
         {"aux": aux_fp, "params": grader.get_params(), "seed": seed, "mods": grade_mods, "aux_mods": aux_mods,
          "min_fg": min_fg, "series": sorted(set(data.samples["image_id"])),
-         "keys": sorted(set(data.content_keys.get(i, i) for i in data.samples["image_id"]))},
-        sort_keys=True, default=str).encode()).hexdigest()[:24]
+         "keys": sorted(set(data.content_keys.get(i, i) for i in data.samples["image_id"]))}, 24)
     cached = cache_dir / "stages" / f"pseudo-grades-{key}.csv"
     tags = {"aux_dataset_fingerprint": aux_fp, "aux_data": str(aux_dir),
             "aux_patients": str(aux.samples["patient_id"].nunique())}

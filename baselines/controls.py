@@ -33,7 +33,7 @@ class MajorityClass(Baseline):
 class _ConstantRegressor(Baseline):
     """Predicts one statistic of the training target for every sample."""
 
-    tasks = frozenset({"progression", "survival_days"})
+    tasks = frozenset({"progression"})
     target_kinds = frozenset({"regression"})
     statistic = staticmethod(np.mean)
 

@@ -7,6 +7,7 @@ A baseline follows scikit-learn's fit/predict contract: ``fit(train, val, ctx)``
 from __future__ import annotations
 
 import importlib
+import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,8 +41,20 @@ class FitContext:
     tags: dict[str, str] = field(default_factory=dict)
 
 
+#: The tasks a baseline may claim: the runner's task plugins (harness.tasks) and the
+#: segmentation suite. A baseline naming any other task is refused when it registers.
+KNOWN_TASKS: frozenset[str] = frozenset({"grading", "progression", "survival", "segmentation"})
+#: The target kinds a baseline may claim.
+KNOWN_TARGET_KINDS: frozenset[str] = frozenset({"classification", "regression", "segmentation"})
+
+
 class Baseline(ABC):
-    """A model the harness can fit and evaluate. Subclasses set ``name`` and ``tasks``."""
+    """A model the harness can fit and evaluate. Subclasses set ``name`` and ``tasks``.
+
+    Its parameters are the keys of its ``profiles`` (plus ``extra_params``): anything
+    else is refused when the baseline is built, so a misspelt suite parameter fails
+    loudly instead of being ignored.
+    """
 
     name: ClassVar[str] = ""
     tasks: ClassVar[frozenset[str]] = frozenset()
@@ -49,11 +62,27 @@ class Baseline(ABC):
     target_kinds: ClassVar[frozenset[str]] = frozenset({"classification", "regression"})
     #: Published defaults and the reduced CPU profile; ``params`` overrides both.
     profiles: ClassVar[dict[str, dict[str, Any]]] = {"quick": {}, "paper": {}}
+    #: Optional parameters that no profile sets (their default lives in the code).
+    extra_params: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def param_names(cls) -> frozenset[str]:
+        """Every parameter this baseline accepts."""
+        names: set[str] = set(cls.extra_params)
+        for values in cls.profiles.values():
+            names.update(values)
+        return frozenset(names)
 
     def __init__(self, profile: str = "quick", **params: Any) -> None:
         if profile not in self.profiles:
             raise HarnessError(
                 f"baseline {self.name!r} has no profile {profile!r}; known: {sorted(self.profiles)}"
+            )
+        unknown = sorted(set(params) - self.param_names())
+        if unknown:
+            raise HarnessError(
+                f"baseline {self.name!r} has no parameter(s) {', '.join(map(repr, unknown))}; "
+                f"it takes: {', '.join(sorted(self.param_names())) or 'none'}"
             )
         self.profile = profile
         self.params: dict[str, Any] = {**self.profiles[profile], **params}
@@ -74,12 +103,33 @@ class Baseline(ABC):
 _REGISTRY: dict[str, type[Baseline]] = {}
 
 
-def register_baseline(cls: type[Baseline]) -> type[Baseline]:
-    """Class decorator: make ``cls`` available by its ``name``."""
+def check_baseline_class(cls: type[Baseline]) -> None:
+    """Refuse a baseline whose declarations cannot be honoured: no name, no tasks, a task
+    or target kind the harness does not know, or no ``quick`` profile."""
+    where = f"{cls.__module__}.{cls.__qualname__}"
     if not cls.name:
-        raise ValueError(f"{cls.__qualname__} has no name")
+        raise HarnessError(f"baseline class {where} has no name")
+    if not cls.tasks:
+        raise HarnessError(f"baseline {cls.name!r} ({where}) claims no task")
+    unknown_tasks = sorted(set(cls.tasks) - KNOWN_TASKS)
+    if unknown_tasks:
+        raise HarnessError(f"baseline {cls.name!r} ({where}) claims unknown task(s) {unknown_tasks}; "
+                           f"known: {sorted(KNOWN_TASKS)}")
+    unknown_kinds = sorted(set(cls.target_kinds) - KNOWN_TARGET_KINDS)
+    if unknown_kinds:
+        raise HarnessError(f"baseline {cls.name!r} ({where}) claims unknown target kind(s) {unknown_kinds}")
+    if "quick" not in cls.profiles:
+        raise HarnessError(f"baseline {cls.name!r} ({where}) has no 'quick' profile")
+    if inspect.isabstract(cls):
+        raise HarnessError(f"baseline {cls.name!r} ({where}) does not implement fit and predict")
+
+
+def register_baseline(cls: type[Baseline]) -> type[Baseline]:
+    """Class decorator: make ``cls`` available by its ``name`` (checked first)."""
+    check_baseline_class(cls)
     if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-        raise ValueError(f"baseline name {cls.name!r} registered twice")
+        raise HarnessError(f"baseline name {cls.name!r} registered twice "
+                           f"({_REGISTRY[cls.name].__module__} and {cls.__module__})")
     _REGISTRY[cls.name] = cls
     return cls
 
@@ -94,6 +144,7 @@ def get_baseline(name: str) -> type[Baseline]:
             raise HarnessError(f"cannot import baseline {name!r}: {exc}") from exc
         if not (isinstance(cls, type) and issubclass(cls, Baseline)):
             raise HarnessError(f"{name!r} is not a Baseline subclass")
+        check_baseline_class(cls)
         return cls
     try:
         return _REGISTRY[name]
@@ -103,5 +154,13 @@ def get_baseline(name: str) -> type[Baseline]:
         ) from None
 
 
-def list_baselines() -> dict[str, type[Baseline]]:
-    return dict(sorted(_REGISTRY.items()))
+def create_baseline(name: str, profile: str = "quick", **overrides: Any) -> Baseline:
+    """The one way the harness builds a baseline, as timm's ``create_model``: the
+    registered (or ``module:Class``) baseline ``name`` with ``profile``'s parameters and
+    ``overrides`` on top. Unknown names, profiles and parameters fail here."""
+    return get_baseline(name)(profile=profile, **overrides)
+
+
+def list_baselines(task: str | None = None) -> dict[str, type[Baseline]]:
+    """Registered baselines by name, optionally only those claiming ``task``."""
+    return {n: c for n, c in sorted(_REGISTRY.items()) if task is None or task in c.tasks}

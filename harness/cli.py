@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.paths import default_cache_dir
 
 SYNTH_FLAVOURS = ("rembrandt", "btp", "brats20")
 #: Modules that add subcommands: each has ``add_commands(subparsers, common_parent)`` and
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Benchmark and audit harness for brain-tumour MRI models: runs baselines "
         "under patient-level splits next to the published leaky protocols, logs to MLflow.",
     )
-    _add_common_options(parser, default=Path(os.environ.get("HARNESS_CACHE_DIR", ".harness-cache")))
+    _add_common_options(parser, default=default_cache_dir())
     # The same options after the subcommand (`run --suite x --no-progress`) override.
     common = argparse.ArgumentParser(add_help=False)
     _add_common_options(common, default=argparse.SUPPRESS)

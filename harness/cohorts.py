@@ -8,9 +8,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-DEFAULT_CACHE_DIR = Path(".harness-cache")
-
-
 def synthetic_cohort_dir(cache_dir: Path, spec: dict[str, Any]) -> Path:
     """Where the synthetic cohort for ``spec`` lives: its name spells out every knob."""
     grid = str(spec.get("grid_mm", 2.0)).replace(".", "p")

@@ -11,8 +11,6 @@ writer however many workers there are.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -22,7 +20,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from baselines import Baseline, FitContext, get_baseline
+from harness.hashing import json_digest
+from harness.predictions import read_prediction_file
+from baselines import Baseline, FitContext, create_baseline
 from harness import __version__
 from harness.atomic import atomic_write
 from harness.console import log
@@ -31,10 +31,6 @@ from harness.metrics import MetricEstimate, compute_metric, estimate
 from harness.parallel import limit_threads
 from harness.splits import Fold, SplitManifest
 from harness.tasks import TaskData
-
-
-def digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
@@ -100,7 +96,7 @@ def run_fold_job(job: FoldJob, data: TaskData) -> FoldOutcome:
         seed=job.seed, device=job.device, profile=job.profile, work_dir=Path(job.work_dir),
         log=log, weights={k: Path(v) for k, v in job.weights.items()},
     )
-    model = get_baseline(job.baseline)(profile=job.profile, **job.params)
+    model = create_baseline(job.baseline, profile=job.profile, **job.params)
     with limit_threads(job.threads):
         frame, seconds = fit_predict_fold(model, data, job.fold, ctx)
     return FoldOutcome(frame, seconds, list(ctx.history), {k: str(v) for k, v in ctx.tags.items()})
@@ -155,15 +151,7 @@ def run_key(*, suite: Any, baseline: str, resolved_params: dict[str, Any], manif
         key_obj["aux"] = aux
     if threads != 1:  # the thread count changes float sums; 1 keeps the keys of older runs
         key_obj["threads_per_job"] = threads
-    return digest(key_obj)[:32]
-
-
-def read_predictions(path: Path, target_kind: str) -> pd.DataFrame:
-    frame = pd.read_csv(path, dtype={"sample_id": str, "patient_id": str})
-    if target_kind == "classification":
-        frame["y_true"] = frame["y_true"].astype(str)
-        frame["y_pred"] = frame["y_pred"].astype(str)
-    return frame
+    return json_digest(key_obj, 32)
 
 
 def fold_counts(data: TaskData, fold: Any) -> dict[str, int]:
@@ -208,7 +196,7 @@ def take_cached_folds(plan: PlannedRun) -> list[Fold]:
     for fold in plan.manifest.folds:
         path = plan.fold_path(fold.index)
         if path.exists():
-            record_fold(plan, fold, read_predictions(path, plan.task.target_kind), seconds=None,
+            record_fold(plan, fold, read_prediction_file(path, plan.task.target_kind), seconds=None,
                         tags={"resumed_from_cache": "true"})
         else:
             to_fit.append(fold)

@@ -20,8 +20,10 @@ from typing import Any
 
 import pandas as pd
 
-from baselines import get_baseline
-from harness.cohorts import DEFAULT_CACHE_DIR, ensure_synthetic_cohort
+from harness.hashing import json_digest
+from harness.paths import default_cache_dir
+from baselines import create_baseline, get_baseline
+from harness.cohorts import ensure_synthetic_cohort
 from harness.console import log
 from harness.data.cohort import Problem
 from harness.data.detect import load_cohort
@@ -30,7 +32,6 @@ from harness.errors import HarnessError, NoUsableDataError
 from harness.folds import (
     FoldJob,
     PlannedRun,
-    digest as _digest,
     fail_run,
     finish_run,
     run_fold_job,
@@ -45,6 +46,7 @@ from harness.provenance import git_commit, package_versions
 from harness.splits import (
     SplitManifest,
     get_protocol,
+    is_leaky,
     load_or_create_manifest,
     validate_manifest,
 )
@@ -66,7 +68,7 @@ class RunOptions:
     profile: str = "quick"
     split_manifest: Path | None = None
     device: str = "cpu"
-    cache_dir: Path = DEFAULT_CACHE_DIR
+    cache_dir: Path = field(default_factory=default_cache_dir)
     progress: bool = True
     #: Auxiliary cohort for pipelines with a separate first stage (progression's grader);
     #: default: the suite's synthetic ``[aux_data]`` cohort.
@@ -210,7 +212,7 @@ def prepare_manifests(
     """One manifest per protocol: supplied, reused from the cache, or created."""
     samples = data.task_data.samples
     prefix = f"{data.variant}-" if data.variant else ""
-    rows_key = _digest(sorted(samples["sample_id"].astype(str)))[:8]
+    rows_key = json_digest(sorted(samples["sample_id"].astype(str)), 8)
     manifests: dict[str, tuple[SplitManifest, Path]] = {}
     if opts.split_manifest is not None:
         manifest = SplitManifest.load(opts.split_manifest)
@@ -246,9 +248,8 @@ def plan_run(
     common_tags: dict[str, str], result: RunResult,
 ) -> PlannedRun:
     """One baseline under one protocol: its run key, fold cache and (resumed) MLflow parent."""
-    cls = get_baseline(baseline_name)
     params = suite.baseline_params.get(baseline_name, {})
-    resolved = cls(profile=opts.profile, **params).get_params()
+    resolved = create_baseline(baseline_name, profile=opts.profile, **params).get_params()
     variant = data.variant
     key = run_key(
         suite=suite, baseline=baseline_name, resolved_params=resolved, manifest=manifest, seed=seed,
@@ -268,7 +269,7 @@ def plan_run(
         "protocol": protocol,
         # One value per comparable set of runs: group by it in the MLflow UI.
         "comparison": f"{variant + ' | ' if variant else ''}{protocol}",
-        "leaky_protocol": str(bool(manifest.leaky or get_protocol(manifest.protocol).leaky)).lower(),
+        "leaky_protocol": str(is_leaky(manifest)).lower(),
         "manifest_sha256": manifest.sha256,
     }
     if variant:

@@ -9,7 +9,7 @@ from typing import Any, Iterable
 
 from harness.atomic import atomic_write
 from harness.metrics import MetricEstimate
-from harness.splits import SplitManifest, get_protocol
+from harness.splits import SplitManifest, is_leaky
 from harness.suite import SuiteConfig
 from harness.tasks import TaskData
 
@@ -31,7 +31,7 @@ def build_summary(
         {
             "baseline": baseline,
             "protocol": protocol,
-            "leaky_protocol": bool(manifests[protocol].leaky or get_protocol(manifests[protocol].protocol).leaky),
+            "leaky_protocol": is_leaky(manifests[protocol]),
             "metric": est.metric,
             "mean": _num(est.mean),
             "ci95": [_num(est.ci95[0]), _num(est.ci95[1])],

@@ -288,7 +288,8 @@ def test_feature_store_leaves_a_series_another_process_is_computing_for_last(tmp
     import fcntl
     import threading
 
-    from harness.features.store import FeatureStore, config_hash
+    from harness.features.store import FeatureStore
+    from harness.hashing import json_digest
     from harness.tasks import TaskData
 
     volumes = {f"s{i}": np.full((3, 4, 4), float(i), np.float32) for i in range(3)}
@@ -299,7 +300,7 @@ def test_feature_store_leaves_a_series_another_process_is_computing_for_last(tmp
     data = TaskData("t", "regression", samples, None, volumes, {k: f"key{k}" for k in volumes})
     fn = lambda vol: vol.reshape(len(vol), -1).mean(axis=1, keepdims=True)  # noqa: E731
     store = FeatureStore(tmp_path)
-    lock_path = tmp_path / f"keys0-mean-{config_hash({})}.lock"
+    lock_path = tmp_path / f"keys0-mean-{json_digest({}, 16)}.lock"
     with open(lock_path, "a+b") as held:
         fcntl.flock(held.fileno(), fcntl.LOCK_EX)  # "another process" is computing s0
         out: dict[str, np.ndarray] = {}
@@ -309,7 +310,7 @@ def test_feature_store_leaves_a_series_another_process_is_computing_for_last(tmp
         while store.n_computed < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert store.n_computed == 2  # s1 and s2 done; s0 left for last
-        assert not (tmp_path / f"keys0-mean-{config_hash({})}.npy").exists()
+        assert not (tmp_path / f"keys0-mean-{json_digest({}, 16)}.npy").exists()
         fcntl.flock(held.fileno(), fcntl.LOCK_UN)
     worker.join(30)
     assert store.n_computed == 3

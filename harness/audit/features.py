@@ -24,13 +24,13 @@ def audit_features(
     profile: str = "quick", cache_dir: Path | None = None, thumbs: np.ndarray | None = None,
 ) -> tuple[np.ndarray, str]:
     """(n_samples, n_features) matrix and a sentence naming where it comes from."""
-    from baselines import get_baseline
+    from baselines import create_baseline
 
     for name in DWTDCT_BASELINES:
         if name not in baselines:
             continue
         try:
-            params = get_baseline(name)(profile=profile, **baseline_params.get(name, {})).params
+            params = create_baseline(name, profile=profile, **baseline_params.get(name, {})).params
         except Exception:  # noqa: BLE001 - an unavailable baseline: try the next
             continue
         from harness.features.dwtdct import DwtDctConfig

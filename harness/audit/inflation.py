@@ -15,6 +15,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from harness.predictions import read_prediction_file
 from harness.metrics import (
     CLASSIFICATION_METRICS,
     _metric_from_stats,
@@ -35,10 +36,7 @@ def read_predictions(out_dir: Path, target_kind: str, variant: str = "") -> dict
         parts = path.stem.split("__")
         if len(parts) < 2 or (parts[2] if len(parts) > 2 else "") != variant:
             continue
-        frame = pd.read_csv(path, dtype={"sample_id": str, "patient_id": str})
-        if target_kind == "classification":
-            frame["y_true"] = frame["y_true"].astype(str)
-            frame["y_pred"] = frame["y_pred"].astype(str)
+        frame = read_prediction_file(path, target_kind)
         found[(parts[0], parts[1])] = [g.reset_index(drop=True) for _, g in frame.groupby("fold", sort=True)]
     return found
 

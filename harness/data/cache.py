@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from harness.hashing import canonical_json, json_digest
+from harness.paths import default_cache_dir
 from harness.atomic import atomic_write
 from harness.data.cohort import LABEL_MODALITIES, Cohort, Problem
 from harness.data.volume import (
@@ -55,20 +57,11 @@ RACY_WINDOW_NS = 2_000_000_000
 MEMO_BATCH = 900
 
 
-def default_cache_dir() -> Path:
-    """``$HARNESS_CACHE_DIR`` or ``.harness-cache`` in the working directory (gitignored)."""
-    return Path(os.environ.get("HARNESS_CACHE_DIR", ".harness-cache"))
-
-
-def canonical_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-
-
 def cache_key(content: str, fmt: str, cfg: Mapping, is_label: bool) -> str:
     """Key of one cache entry: series content + decoder version + preprocessing."""
     payload = {"content": content, "format": fmt, "preprocess": dict(cfg),
                "label": bool(is_label), "decoder": DECODER_VERSION}
-    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+    return json_digest(payload)
 
 
 # --------------------------------------------------------------------------- stat memo

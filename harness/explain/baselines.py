@@ -152,7 +152,9 @@ def fit_baseline(name: str, cases: CaseSet, train: np.ndarray, test: np.ndarray,
 
     cls = explainable_baseline(name)
     unit = sample_unit(cls, dims)
-    model = cls(profile=profile, **(params or {}))
+    from baselines import create_baseline
+
+    model = create_baseline(name, profile=profile, **(params or {}))
     ctx = FitContext(seed=seed, device="cpu", profile=profile, log=log)
     fit_idx, val_idx = _val_split(cases, np.asarray(train, dtype=int), seed)
     meta: dict[str, Any] = {"baseline": f"{name} (profile {profile})", "sample unit": unit}

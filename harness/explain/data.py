@@ -16,6 +16,7 @@ import numpy as np
 from scipy import ndimage
 
 from harness.errors import HarnessError, NoUsableDataError
+from harness.paths import default_cache_dir
 
 #: The known-truth cohort the explain command uses when no --data is given.
 DEFAULT_DATA: dict[str, Any] = {
@@ -95,7 +96,7 @@ def load_cases(root: Path, *, dims: int = 2, size: int = 64, modalities: tuple[s
         raise HarnessError(f"explain reads grading layouts {sorted(CLASS_ORDER)}, not {cohort.layout!r}")
     grades = {str(r.patient_id): str(r.grade) for r in cohort.patients.itertuples()
               if isinstance(r.grade, str) and r.grade in classes}
-    store = VolumeStore((cache_dir or Path(".harness-cache")) / "arrays", progress=progress)
+    store = VolumeStore((cache_dir or default_cache_dir()) / "arrays", progress=progress)
     problems = [str(p) for p in cohort.problems]
     xs, ys, masks, pids, zs, keys, labels, spacings = [], [], [], [], [], [], [], []
     has_masks = "SEG" in set(cohort.series["modality"]) or "MASK" in set(cohort.series["modality"])

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
-import hashlib
 import json
 import sys
 from dataclasses import dataclass, field
@@ -22,6 +21,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from harness.hashing import json_digest
+from harness.paths import default_cache_dir
 from harness.errors import HarnessError
 from harness.explain.adapters import ExplainAdapter
 from harness.explain.baselines import (
@@ -63,7 +64,7 @@ class ExplainOptions:
     out: Path | None = None
     tracking_uri: str | None = None
     seed: int | None = None
-    cache_dir: Path = Path(".harness-cache")
+    cache_dir: Path = field(default_factory=default_cache_dir)
     progress: bool = True
     modalities: list[str] | None = None
     profile: str | None = None
@@ -305,7 +306,7 @@ def _track(opts: ExplainOptions, name: str, run: dict[str, Any], cfg: ExplainCon
     tracker = Tracker(opts.tracking_uri or default_tracking_uri(), f"harness/{name}")
     params = {**{f"explain.{k}": v for k, v in run.items()}, **{f"config.{k}": v for k, v in cfg.to_dict().items()},
               "data": meta["data"]}
-    key = hashlib.sha256(json.dumps([str(artifacts[0].parent), params], default=str).encode()).hexdigest()[:16]
+    key = json_digest([str(artifacts[0].parent), params], 16)
     parent = tracker.open_parent(f"explain:{key}", f"explain {run['model']}", params, {"harness.kind": "explain"})
     try:
         metrics = {f"{m}.{c}": v for m, row in summary.items() for c, v in row.items()}

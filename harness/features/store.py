@@ -10,8 +10,6 @@ split the work instead of each computing every series.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -23,14 +21,11 @@ except ImportError:  # pragma: no cover
 
 import numpy as np
 
+from harness.hashing import json_digest
 from harness.atomic import atomic_write
 from harness.tasks import TaskData
 
 FeatureFn = Callable[[np.ndarray], np.ndarray]
-
-
-def config_hash(config: dict) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class FeatureStore:
@@ -44,7 +39,7 @@ class FeatureStore:
         """Feature rows for every sample of ``data``, in sample order."""
         if len(data) == 0:
             return np.zeros((0, 0), np.float32)
-        tag = f"{name}-{config_hash(config)}"
+        tag = f"{name}-{json_digest(config, 16)}"
         per_series: dict[str, np.ndarray] = {}
         busy_elsewhere = []
         for image_id in data.samples["image_id"].unique():
@@ -64,7 +59,7 @@ class FeatureStore:
 
     def series(self, data: TaskData, image_id: str, name: str, config: dict, fn: FeatureFn) -> np.ndarray:
         """All rows ``fn`` gives for one series (e.g. every slice's features), cached."""
-        return self._series_features(data, image_id, f"{name}-{config_hash(config)}", fn)
+        return self._series_features(data, image_id, f"{name}-{json_digest(config, 16)}", fn)
 
     def _series_features(self, data: TaskData, image_id: str, tag: str, fn: FeatureFn,
                          wait: bool = True) -> np.ndarray | None:

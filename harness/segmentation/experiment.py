@@ -7,8 +7,6 @@ be run and tested on their own. Every finished fold's predicted label maps are c
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -16,6 +14,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from harness.hashing import json_digest
 from harness.atomic import atomic_write
 from harness.segmentation.data import SegCase
 from harness.segmentation.labels import Thresholds, probabilities_to_labels
@@ -52,7 +51,8 @@ class EvalSettings:
 
 
 def digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:32]
+    """Cache key of a segmentation stage (32 hex characters)."""
+    return json_digest(obj, 32)
 
 
 def save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:

@@ -16,7 +16,6 @@ nested run per fold). Wired in through ``harness.runner.SUITE_RUNNERS``.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -81,10 +80,10 @@ class _Context:
     """What every arm needs: options, model params, settings, tracker and result sinks."""
 
     def __init__(self, suite: SuiteConfig, opts: RunOptions, seed: int, out_dir: Path) -> None:
-        from baselines.unet3d import UNet3DBaseline
+        from baselines import create_baseline
 
         self.suite, self.opts, self.seed, self.out_dir = suite, opts, seed, out_dir
-        self.baseline = UNet3DBaseline(profile=opts.profile, **suite.baseline_params.get("unet3d", {}))
+        self.baseline = create_baseline("unet3d", profile=opts.profile, **suite.baseline_params.get("unet3d", {}))
         self.params = self.baseline.get_params()
         t = suite.task_options
         self.settings = ex.EvalSettings(Thresholds.from_mapping(t.get("thresholds")), int(t.get("max_dust", 50)),
