@@ -13,7 +13,6 @@ Run: ``pytest benchmarks/perf/test_features.py --benchmark-only``.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest

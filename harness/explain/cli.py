@@ -48,7 +48,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         methods=args.methods, cases=args.cases, modalities=args.modalities, profile=args.profile, dims=args.dims, size=args.size, out=args.out,
         tracking_uri=args.tracking_uri, seed=args.seed, cache_dir=args.cache_dir, progress=not args.no_progress))
     ranked = sorted(res.importance, key=res.importance.get, reverse=True)
-    print(f"modality importance (mean |Shapley|): " + ", ".join(f"{m} {res.importance[m]:.3f}" for m in ranked))
+    print("modality importance (mean |Shapley|): " + ", ".join(f"{m} {res.importance[m]:.3f}" for m in ranked))
     if res.known_modality:
         print(f"known truth: {res.known_modality} carries the class; ranked first: {ranked[0] == res.known_modality}")
     print(f"{'method':<22} {'msfi':>6} {'energy':>7} {'del_auc':>8} {'rand_sim':>8} {'seconds':>8}")

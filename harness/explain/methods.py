@@ -201,7 +201,6 @@ def guided_grad_cam(model, x, target, cfg, extra):
 
 def occlusion(model, x, target, cfg, extra):
     """A window over one modality at a time (window depth 1 along the modality axis)."""
-    nd = x.dim() - 2
     win = tuple(min(cfg.occlusion_window, s) for s in x.shape[2:])
     stride = tuple(min(cfg.occlusion_stride, w) for w in win)
     return Occlusion(model).attribute(

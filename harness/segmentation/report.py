@@ -108,7 +108,7 @@ def write_report(summary: dict[str, Any], arms: Sequence[Any], examples: list[di
     intro = (f"Suite `{summary['suite']}` on {ds['name']} ({ds['n_patients']} patients), patient-level k-fold. "
              "Means over folds with 95% patient-bootstrap CIs; HD95 in mm (374 = missed lesion or false positive). "
              "Lesion-wise scores follow the BraTS 2023 evaluation; legacy scores are whole-volume.")
-    md = [f"# Segmentation suite: Ren et al. (BraTS 2023) ablations at CPU scale", "", intro, ""]
+    md = ["# Segmentation suite: Ren et al. (BraTS 2023) ablations at CPU scale", "", intro, ""]
     body = [f"<h1>Segmentation suite: Ren et al. (BraTS 2023) ablations at CPU scale</h1><p>{html.escape(intro)}</p>"]
     for table, title in TABLES:
         header, rows = table_rows(summary, table, arms)

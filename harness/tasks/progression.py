@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from harness.data.cohort import LABEL_MODALITIES, Cohort, Problem
+from harness.data.cohort import Cohort, Problem
 from harness.errors import HarnessError, NoUsableDataError
 from harness.tasks.base import SAMPLE_COLUMNS, TaskData
 
