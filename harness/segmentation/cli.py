@@ -11,6 +11,7 @@ from pathlib import Path
 
 from harness.segmentation.labels import CONVENTIONS
 from harness.segmentation.lesionwise import DEFAULT_DILATION, DEFAULT_MIN_LESION
+from harness.segmentation.surface import HD95_METHODS
 
 
 def add_commands(subparsers: argparse._SubParsersAction, common_parent: argparse.ArgumentParser) -> None:
@@ -30,8 +31,11 @@ def add_commands(subparsers: argparse._SubParsersAction, common_parent: argparse
                    help=f"ground-truth dilation (voxels) that merges nearby lesions (default {DEFAULT_DILATION})")
     p.add_argument("--min-lesion", type=float, default=DEFAULT_MIN_LESION,
                    help=f"ground-truth lesions this size or smaller are left out (default {DEFAULT_MIN_LESION:g})")
-    p.add_argument("--volume-unit", choices=("voxels", "mm3"), default="voxels",
-                   help="unit of --min-lesion: voxels (default) or mm3 (the official code; same on 1 mm data)")
+    p.add_argument("--volume-unit", choices=("voxels", "mm3"), default="mm3",
+                   help="unit of --min-lesion: mm3 (default, the official code) or voxels (same on 1 mm data)")
+    p.add_argument("--hd95", choices=HD95_METHODS, default=HD95_METHODS[0],
+                   help="HD95 definition: surface (default: the official surface-element distances) "
+                   "or voxel (boundary voxels, unweighted; the harness's earlier metric)")
     p.set_defaults(func=cmd_seg_eval)
 
 
@@ -40,7 +44,8 @@ def cmd_seg_eval(args: argparse.Namespace) -> int:
     from harness.segmentation.evaluate import evaluate_folders, problems_frame, region_means
 
     result = evaluate_folders(args.pred, args.ref, convention=args.labels, dilation=args.dilation,
-                              min_lesion_volume=args.min_lesion, volume_unit=args.volume_unit)
+                              min_lesion_volume=args.min_lesion, volume_unit=args.volume_unit,
+                              hd_method=args.hd95)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     result.scores.to_csv(out, index=False, lineterminator="\n")

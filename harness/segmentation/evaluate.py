@@ -7,6 +7,9 @@ both ``BraTS20_Training_001/BraTS20_Training_001_seg.nii.gz`` and a flat
 next to the labels are ignored. One bad subject (missing prediction, unreadable
 file, shape mismatch, unknown label value) becomes a problem row naming the file and
 the reason; every other subject is still scored.
+
+Defaults are the official BraTS 2023 (GLI) evaluation's: HD95 between surface elements,
+dilation 3, lesions of 50 mm3 or less left out.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from harness.segmentation.lesionwise import (
     SCORE_COLUMNS,
     score_regions,
 )
+from harness.segmentation.surface import check_method
 
 RESULT_COLUMNS: tuple[str, ...] = ("subject", "region", *SCORE_COLUMNS)
 _NIFTI = re.compile(r"^(?P<stem>.+?)\.nii(\.gz)?$", re.IGNORECASE)
@@ -94,7 +98,7 @@ def read_labels(path: Path, convention: str) -> tuple[np.ndarray, tuple[float, f
 
 def score_subject(pred_path: Path, ref_path: Path, *, convention: str = "brats2023",
                   dilation: int = DEFAULT_DILATION, min_lesion_volume: float = DEFAULT_MIN_LESION,
-                  volume_unit: str = "voxels") -> list[dict]:
+                  volume_unit: str = "mm3", hd_method: str = "surface") -> list[dict]:
     """Rows (one per region) for one subject; raises HarnessError naming the file at fault."""
     try:
         ref, spacing = read_labels(ref_path, convention)
@@ -107,16 +111,17 @@ def score_subject(pred_path: Path, ref_path: Path, *, convention: str = "brats20
     if pred.shape != ref.shape:
         raise HarnessError(f"{pred_path}: shape mismatch: prediction {pred.shape} vs reference {ref.shape} ({ref_path})")
     scores = score_regions(pred, ref, spacing=spacing, dilation=dilation,
-                           min_lesion_volume=min_lesion_volume, volume_unit=volume_unit)
+                           min_lesion_volume=min_lesion_volume, volume_unit=volume_unit, hd_method=hd_method)
     return [s.to_dict() for s in scores]
 
 
 def evaluate_folders(pred_dir: Path, ref_dir: Path, *, convention: str = "brats2023",
                      dilation: int = DEFAULT_DILATION, min_lesion_volume: float = DEFAULT_MIN_LESION,
-                     volume_unit: str = "voxels",
+                     volume_unit: str = "mm3", hd_method: str = "surface",
                      on_subject: Callable[[str], None] | None = None) -> EvalResult:
     """Score every reference subject; predictions without a reference are reported too."""
     check_convention(convention)
+    check_method(hd_method)
     refs, problems = index_folder(ref_dir)
     preds, pred_problems = index_folder(pred_dir)
     problems += pred_problems
@@ -135,7 +140,8 @@ def evaluate_folders(pred_dir: Path, ref_dir: Path, *, convention: str = "brats2
             continue
         try:
             subject_rows = score_subject(preds[sid], refs[sid], convention=convention, dilation=dilation,
-                                         min_lesion_volume=min_lesion_volume, volume_unit=volume_unit)
+                                         min_lesion_volume=min_lesion_volume, volume_unit=volume_unit,
+                                         hd_method=hd_method)
         except HarnessError as exc:
             path, _, reason = str(exc).partition(": ")
             problems.append((sid, Problem(path, reason or str(exc))))
