@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--weights", action="append", default=[], metavar="[BASELINE=]FILE",
                      help="local pretrained weights for torch baselines (repeatable); FILE alone "
                      "applies to every one; nothing is downloaded, without it backbones start random")
+    run.add_argument("--trust-model-file", action="store_true",
+                     help="let --weights files be full pickles; unpickling runs any code the file holds, "
+                     "so only for files you trust (default: safetensors, TorchScript or a state dict only)")
     run.add_argument("--jobs", type=_positive_int, default=None, metavar="N",
                      help="fold jobs (and series decodes) at once; 1 runs folds one by one in this "
                      "process (default: one per core, at most 8)")
@@ -137,6 +140,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             progress=not args.no_progress, aux_data=args.aux_data,
             weights=_weights_option(args.weights), jobs=_jobs_option(args), executor=args.executor,
             threads_per_job=args.threads_per_job, ray_address=args.ray_address,
+            trust_model_files=args.trust_model_file,
         ),
     )
     return 1 if result.failures else 0

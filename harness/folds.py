@@ -57,6 +57,7 @@ class FoldJob:
     work_dir: str
     weights: dict[str, str]
     threads: int
+    trust_model_files: bool = False
 
 
 @dataclass
@@ -99,6 +100,7 @@ def run_fold_job(job: FoldJob, data: TaskData) -> FoldOutcome:
     ctx = FitContext(
         seed=job.seed, device=job.device, profile=job.profile, work_dir=Path(job.work_dir),
         log=log, weights={k: Path(v) for k, v in job.weights.items()},
+        trust_model_files=job.trust_model_files,
     )
     model = get_baseline(job.baseline)(profile=job.profile, **job.params)
     with limit_threads(job.threads):

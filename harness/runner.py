@@ -81,6 +81,8 @@ class RunOptions:
     #: "process" (a local pool of ``jobs`` processes) or "ray".
     executor: str = "process"
     ray_address: str | None = None
+    #: ``--trust-model-file``: ``--weights`` files may be full pickles (which can run code).
+    trust_model_files: bool = False
 
 
 @dataclass
@@ -322,7 +324,7 @@ def execute_plans(plans: list[PlannedRun], data_by_variant: dict[str, PreparedDa
             jobs.append(FoldJob(
                 run_index=plan.index, data_key=plan.variant, baseline=plan.baseline, params=plan.params,
                 fold=fold, seed=seed, device=opts.device, profile=opts.profile, work_dir=work_dir,
-                weights=weights, threads=opts.threads_per_job,
+                weights=weights, threads=opts.threads_per_job, trust_model_files=opts.trust_model_files,
             ))
         finish_if_complete(plan)
     if not jobs:
