@@ -18,7 +18,8 @@ from abc import ABC, abstractmethod
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Callable, Hashable, Iterable, Mapping
+from contextlib import contextmanager
+from typing import Any, Callable, Hashable, Iterable, Iterator, Mapping
 
 from harness.errors import HarnessError
 
@@ -180,6 +181,17 @@ class ProcessExecutor(Executor):
 
 
 # -- Ray --------------------------------------------------------------------------------
+@contextmanager
+def _without_env(name: str | None) -> Iterator[None]:
+    """``os.environ`` without ``name`` for the duration (Ray reads RAY_ADDRESS first)."""
+    saved = os.environ.pop(name, None) if name else None
+    try:
+        yield
+    finally:
+        if name and saved is not None:
+            os.environ[name] = saved
+
+
 def _ray_call(fn: JobFn, job: Any, data: Any) -> Any:
     return fn(job, data)
 
@@ -209,7 +221,11 @@ class RayExecutor(Executor):
             if address is None:
                 kwargs["num_cpus"] = max(int(jobs or default_jobs()) * threads, threads)
             try:
-                ray.init(address=address, **kwargs)
+                with _without_env("RAY_ADDRESS" if address is None else None):
+                    # "local": a new instance of our own. Without it Ray joins the cluster named
+                    # in its temp folder's ray_current_cluster (left by any earlier `ray start`,
+                    # even a stopped one) or in $RAY_ADDRESS; only --ray-address may do that.
+                    ray.init(address=address or "local", **kwargs)
             except Exception as exc:  # noqa: BLE001 - Ray raises many kinds; say what failed
                 raise HarnessError(f"could not start or reach Ray at {address or 'a new local instance'}: "
                                    f"{type(exc).__name__}: {exc}") from exc
