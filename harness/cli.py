@@ -276,10 +276,40 @@ def cmd_ui(args: argparse.Namespace) -> int:
                 os.killpg(proc.pid, signal.SIGKILL)
 
 
+def _raise_interrupted(signum: int, frame: object) -> None:
+    from harness.errors import RunInterrupted
+
+    # A second signal during the cleanup ends the process at once (the OS default).
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
+    raise RunInterrupted(signum)
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM and SIGINT raise :class:`RunInterrupted` in the main thread, so a run stops
+    at once and its cleanup (MLflow runs marked KILLED, worker processes ended) happens."""
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, _raise_interrupted)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    install_signal_handlers()
     try:
         return int(args.func(args))
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        print(f"interrupted ({signal.Signals(signum).name}): finished folds are kept in the cache; "
+              "run the same command again to resume", file=sys.stderr)
+        return 128 + int(signum)
+    finally:
+        for sig, handler in previous.items():
+            if handler is not None:
+                signal.signal(sig, handler)

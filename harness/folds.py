@@ -252,8 +252,17 @@ def finish_run(plan: PlannedRun, *, out_dir: Path, n_boot: int, seed: int,
 
 
 def fail_run(plan: PlannedRun, exc: BaseException) -> None:
-    """Record why a run failed (the other runs go on) and close its MLflow parent."""
+    """Record why a run failed (the other runs go on) and close its MLflow parent.
+
+    An interruption (:class:`KeyboardInterrupt`, which SIGTERM also raises) marks the
+    parent KILLED: the next run resumes it, taking its finished folds from the cache.
+    """
     if plan.failure is not None:
+        return
+    if isinstance(exc, KeyboardInterrupt):  # SIGINT / SIGTERM: resumable, not a failure
+        plan.failure = f"interrupted ({exc or type(exc).__name__})"
+        if plan.parent is not None:
+            plan.parent.finish("KILLED")
         return
     if isinstance(exc, HarnessError):
         plan.failure = str(exc)

@@ -351,10 +351,12 @@ def execute_plans(plans: list[PlannedRun], data_by_variant: dict[str, PreparedDa
             run_jobs(executor, run_fold_job, jobs, datasets, on_result=on_result,
                      should_run=lambda job: plans[job.run_index].failure is None)
     except BaseException as exc:
-        # Interrupted: finished folds are in the fold cache; no parent is left RUNNING.
+        # Interrupted (KILLED) or broken: finished folds are in the fold cache; no parent is
+        # left RUNNING. The executor has already ended its workers.
         for plan in plans:
             if not plan.done:
-                fail_run(plan, exc if isinstance(exc, Exception) else HarnessError(f"interrupted ({type(exc).__name__})"))
+                fail_run(plan, exc if isinstance(exc, (Exception, KeyboardInterrupt))
+                         else HarnessError(f"interrupted ({type(exc).__name__})"))
         raise
 
 

@@ -48,8 +48,11 @@ class Executor(ABC):
     def __enter__(self) -> Executor:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
     @abstractmethod
     def start(self, fn: JobFn, datasets: Mapping[str, Any]) -> None: ...
@@ -63,6 +66,10 @@ class Executor(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional
         pass
+
+    def abort(self) -> None:
+        """Leaving on an exception (SIGTERM, Ctrl-C): stop running jobs now, not when done."""
+        self.close()
 
     def describe(self) -> str:
         return f"{self.name} ({self.slots} at a time)"
@@ -167,6 +174,21 @@ class ProcessExecutor(Executor):
             exc = HarnessError(f"a worker process died while running this job ({exc}); "
                                "out of memory? try fewer --jobs")
         return future, exc if exc is not None else future.result()
+
+    def abort(self) -> None:
+        """End the workers at once (their jobs' results are lost; finished ones are cached)."""
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            processes = list((getattr(pool, "_processes", None) or {}).values())
+            for proc in processes:
+                proc.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
+            for proc in processes:
+                proc.join(timeout=5)
+                if proc.is_alive():
+                    proc.kill()
+            self._pool = None
+        self.close()
 
     def close(self) -> None:
         pool = getattr(self, "_pool", None)
