@@ -38,6 +38,8 @@ class FitContext:
     history: list[dict[str, float]] = field(default_factory=list)
     log: Callable[[str], None] = print
     weights: dict[str, Path] = field(default_factory=dict)
+    #: ``--trust-model-file``: weights files may be full pickles (they can run code).
+    trust_model_files: bool = False
     tags: dict[str, str] = field(default_factory=dict)
 
 

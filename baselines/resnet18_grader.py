@@ -64,7 +64,8 @@ class ResNet18Grader(Baseline):
         ctx.tags[f"{self.name}.weights"] = str(wfile) if wfile else "random (no --weights file)"
         if wfile is None:
             ctx.log(f"  {self.name}: no --weights file, ResNet-18 starts from random weights")
-        self.model_ = SliceClassifier(create_backbone(self.backbone_name, weights=wfile), len(self.classes_))
+        backbone = create_backbone(self.backbone_name, weights=wfile, trust_weights=ctx.trust_model_files)
+        self.model_ = SliceClassifier(backbone, len(self.classes_))
         val_loader = None
         if val is not None and len(val):
             vrows = subsample(val.samples, p["max_val_slices"], ctx.seed + 1)

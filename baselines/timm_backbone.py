@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from harness.errors import HarnessError
+from harness.model_files import load_state_dict
 
 
 def convert_ordered_state_dict(source: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
@@ -35,24 +36,14 @@ def convert_ordered_state_dict(source: dict[str, torch.Tensor], model: nn.Module
     return out
 
 
-def _load_file(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict):
-        raise HarnessError(f"{path}: not a state dict")
-    return obj
-
-
-def create_backbone(name: str, *, weights: Path | None = None, in_chans: int = 3, **kwargs) -> nn.Module:
+def create_backbone(name: str, *, weights: Path | None = None, in_chans: int = 3,
+                    trust_weights: bool = False, **kwargs) -> nn.Module:
     """A timm model without classifier (``num_classes=0``), random or from ``weights``.
 
     ``weights`` may be a timm checkpoint of the same architecture (any head; it is
-    dropped) or a positionally equivalent one (converted). Never downloads.
+    dropped) or a positionally equivalent one (converted), read by
+    :func:`harness.model_files.load_state_dict` (safe formats only unless
+    ``trust_weights``). Never downloads.
     """
     import timm
 
@@ -62,7 +53,7 @@ def create_backbone(name: str, *, weights: Path | None = None, in_chans: int = 3
         path = Path(weights)
         if not path.is_file():
             raise HarnessError(f"--weights {path}: no such file")
-        state = _load_file(path)
+        state = load_state_dict(path, trust=trust_weights)
         full = timm.create_model(name, pretrained=False, in_chans=in_chans)
         if set(state) != set(full.state_dict()):
             state = convert_ordered_state_dict(state, full)

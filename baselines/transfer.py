@@ -124,7 +124,7 @@ class TimmTransfer(Baseline):
         ctx.tags[f"{self.name}.weights"] = str(wfile) if wfile else "random (no --weights file)"
         if wfile is None:
             ctx.log(f"  {self.name}: no --weights file, the {self.arch} backbone starts from random weights")
-        backbone = create_backbone(self.arch, weights=wfile)
+        backbone = create_backbone(self.arch, weights=wfile, trust_weights=ctx.trust_model_files)
         tab = self._tabular(rows, fit=True)
         head = FusionHead(backbone.num_features, tab.shape[1], len(self.classes_),
                           int(p["dense1"]), int(p["dense2"]), float(p["dropout"]))

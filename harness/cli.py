@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--weights", action="append", default=[], metavar="[BASELINE=]FILE",
                      help="local pretrained weights for torch baselines (repeatable); FILE alone "
                      "applies to every one; nothing is downloaded, without it backbones start random")
+    run.add_argument("--trust-model-file", action="store_true",
+                     help="let --weights files be full pickles; unpickling runs any code the file holds, "
+                     "so only for files you trust (default: safetensors, TorchScript or a state dict only)")
     run.add_argument("--jobs", type=_positive_int, default=None, metavar="N",
                      help="fold jobs (and series decodes) at once; 1 runs folds one by one in this "
                      "process (default: one per core, at most 8)")
@@ -138,6 +141,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             progress=not args.no_progress, aux_data=args.aux_data,
             weights=_weights_option(args.weights), jobs=_jobs_option(args), executor=args.executor,
             threads_per_job=args.threads_per_job, ray_address=args.ray_address,
+            trust_model_files=args.trust_model_file,
         ),
     )
     return 1 if result.failures else 0
@@ -273,10 +277,40 @@ def cmd_ui(args: argparse.Namespace) -> int:
                 os.killpg(proc.pid, signal.SIGKILL)
 
 
+def _raise_interrupted(signum: int, frame: object) -> None:
+    from harness.errors import RunInterrupted
+
+    # A second signal during the cleanup ends the process at once (the OS default).
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
+    raise RunInterrupted(signum)
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM and SIGINT raise :class:`RunInterrupted` in the main thread, so a run stops
+    at once and its cleanup (MLflow runs marked KILLED, worker processes ended) happens."""
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, _raise_interrupted)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    install_signal_handlers()
     try:
         return int(args.func(args))
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        print(f"interrupted ({signal.Signals(signum).name}): finished folds are kept in the cache; "
+              "run the same command again to resume", file=sys.stderr)
+        return 128 + int(signum)
+    finally:
+        for sig, handler in previous.items():
+            if handler is not None:
+                signal.signal(sig, handler)

@@ -53,6 +53,7 @@ class FoldJob:
     work_dir: str
     weights: dict[str, str]
     threads: int
+    trust_model_files: bool = False
 
 
 @dataclass
@@ -95,6 +96,7 @@ def run_fold_job(job: FoldJob, data: TaskData) -> FoldOutcome:
     ctx = FitContext(
         seed=job.seed, device=job.device, profile=job.profile, work_dir=Path(job.work_dir),
         log=log, weights={k: Path(v) for k, v in job.weights.items()},
+        trust_model_files=job.trust_model_files,
     )
     model = create_baseline(job.baseline, profile=job.profile, **job.params)
     with limit_threads(job.threads):
@@ -238,8 +240,17 @@ def finish_run(plan: PlannedRun, *, out_dir: Path, n_boot: int, seed: int,
 
 
 def fail_run(plan: PlannedRun, exc: BaseException) -> None:
-    """Record why a run failed (the other runs go on) and close its MLflow parent."""
+    """Record why a run failed (the other runs go on) and close its MLflow parent.
+
+    An interruption (:class:`KeyboardInterrupt`, which SIGTERM also raises) marks the
+    parent KILLED: the next run resumes it, taking its finished folds from the cache.
+    """
     if plan.failure is not None:
+        return
+    if isinstance(exc, KeyboardInterrupt):  # SIGINT / SIGTERM: resumable, not a failure
+        plan.failure = f"interrupted ({exc or type(exc).__name__})"
+        if plan.parent is not None:
+            plan.parent.finish("KILLED")
         return
     if isinstance(exc, HarnessError):
         plan.failure = str(exc)

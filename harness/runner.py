@@ -83,6 +83,8 @@ class RunOptions:
     #: "process" (a local pool of ``jobs`` processes) or "ray".
     executor: str = "process"
     ray_address: str | None = None
+    #: ``--trust-model-file``: ``--weights`` files may be full pickles (which can run code).
+    trust_model_files: bool = False
 
 
 @dataclass
@@ -323,7 +325,7 @@ def execute_plans(plans: list[PlannedRun], data_by_variant: dict[str, PreparedDa
             jobs.append(FoldJob(
                 run_index=plan.index, data_key=plan.variant, baseline=plan.baseline, params=plan.params,
                 fold=fold, seed=seed, device=opts.device, profile=opts.profile, work_dir=work_dir,
-                weights=weights, threads=opts.threads_per_job,
+                weights=weights, threads=opts.threads_per_job, trust_model_files=opts.trust_model_files,
             ))
         finish_if_complete(plan)
     if not jobs:
@@ -350,10 +352,12 @@ def execute_plans(plans: list[PlannedRun], data_by_variant: dict[str, PreparedDa
             run_jobs(executor, run_fold_job, jobs, datasets, on_result=on_result,
                      should_run=lambda job: plans[job.run_index].failure is None)
     except BaseException as exc:
-        # Interrupted: finished folds are in the fold cache; no parent is left RUNNING.
+        # Interrupted (KILLED) or broken: finished folds are in the fold cache; no parent is
+        # left RUNNING. The executor has already ended its workers.
         for plan in plans:
             if not plan.done:
-                fail_run(plan, exc if isinstance(exc, Exception) else HarnessError(f"interrupted ({type(exc).__name__})"))
+                fail_run(plan, exc if isinstance(exc, (Exception, KeyboardInterrupt))
+                         else HarnessError(f"interrupted ({type(exc).__name__})"))
         raise
 
 

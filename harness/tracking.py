@@ -150,8 +150,9 @@ class ParentRun:
             _log_batch(self.client, run.info.run_id, params=fold.params, metrics=fold.metrics)
             for artifact in fold.artifacts:
                 self.client.log_artifact(run.info.run_id, str(artifact))
-        except BaseException:
-            self.client.set_terminated(run.info.run_id, status="FAILED")
+        except BaseException as exc:  # SIGTERM/SIGINT mid-log: KILLED, and the rerun logs it again
+            self.client.set_terminated(run.info.run_id,
+                                       status="KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
             raise
         self.client.set_terminated(run.info.run_id, status="FINISHED")
         return run.info.run_id

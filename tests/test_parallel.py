@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -238,8 +241,12 @@ def ray_head(tmp_path_factory):
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     ray_cli = Path(sys.executable).with_name("ray")
     log = (tmp_path_factory.mktemp("ray") / "head.log").open("w")
+    # Its own short temp folder (socket paths are limited to ~107 characters), removed
+    # afterwards: no session folder or ray_current_cluster file is left in /tmp/ray.
+    temp_dir = tempfile.mkdtemp(prefix="rayh")
     head = subprocess.Popen(
         [str(ray_cli), "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
+         f"--temp-dir={temp_dir}",
          "--object-store-memory=200000000",
          "--disable-usage-stats", "--block"],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -270,6 +277,7 @@ def ray_head(tmp_path_factory):
             except subprocess.TimeoutExpired:
                 continue
         log.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def test_ray_gives_the_serial_results_and_one_mlflow_run_per_fold(
@@ -281,6 +289,64 @@ def test_ray_gives_the_serial_results_and_one_mlflow_run_per_fold(
     assert not ray.is_initialized()  # the harness connected, so it disconnected
     assert_same_as_serial(serial_reference, result, uri, tmp_path / "ray" / "out")
 
+
+
+def test_ray_without_address_starts_a_local_instance_even_with_a_cluster_named(monkeypatch):
+    """No --ray-address: Ray's "local", whatever ray_current_cluster or $RAY_ADDRESS say."""
+    ray = pytest.importorskip("ray")
+    from harness.errors import HarnessError
+    from harness.parallel.executors import RayExecutor
+
+    seen = {}
+
+    def fake_init(address=None, **kwargs):
+        seen.update(address=address, env=os.environ.get("RAY_ADDRESS"), **kwargs)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", fake_init)
+    monkeypatch.setenv("RAY_ADDRESS", "10.9.9.9:6379")
+    with pytest.raises(HarnessError, match="a new local instance"):
+        RayExecutor(jobs=1, threads=1)
+    assert seen["address"] == "local" and seen["env"] is None and seen["num_cpus"] == 1
+    assert os.environ["RAY_ADDRESS"] == "10.9.9.9:6379"  # restored
+    with pytest.raises(HarnessError):
+        RayExecutor(jobs=1, threads=1, address="10.0.0.5:6379")
+    assert seen["address"] == "10.0.0.5:6379" and seen["env"] == "10.9.9.9:6379"
+
+
+@dataclass(frozen=True)
+class _Job:
+    n: int
+    data_key: str = ""
+
+
+def _square(job, data):
+    return job.n * job.n + data
+
+
+def test_ray_ignores_a_stale_cluster_file_and_leaves_no_state(monkeypatch):
+    """A real Ray start with a stale ray_current_cluster in its temp folder (what a stopped
+    `ray start` leaves): the run still gets its own local instance."""
+    ray = pytest.importorskip("ray")
+    from harness.parallel.executors import RayExecutor
+
+    temp = tempfile.mkdtemp(prefix="rayt")  # short: Ray's socket paths live under it
+    try:
+        (Path(temp) / "ray").mkdir()
+        (Path(temp) / "ray" / "ray_current_cluster").write_text("127.0.0.1:1\n")
+        monkeypatch.setenv("RAY_TMPDIR", temp)
+        monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+        monkeypatch.delenv("RAY_ADDRESS", raising=False)
+        tests = str(Path(__file__).parent)  # Ray's workers import this module for _square
+        monkeypatch.setenv("PYTHONPATH", os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")]))
+        out = {}
+        with RayExecutor(jobs=1, threads=1) as ex:
+            run_jobs(ex, _square, [_Job(3)], {"": 1}, on_result=lambda job, res: out.setdefault(job.n, res))
+        assert out == {3: 10}
+        assert not ray.is_initialized()
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_feature_store_leaves_a_series_another_process_is_computing_for_last(tmp_path):

@@ -97,6 +97,61 @@ def test_sigkill_mid_run_resumes_without_refitting_and_leaves_nothing_running(ti
     assert sorted(finished_folds) == [0, 1, 2]
 
 
+@pytest.mark.parametrize("signum,jobs", [(signal.SIGTERM, 2), (signal.SIGINT, 1)], ids=["SIGTERM-pool", "SIGINT-serial"])
+def test_signal_stops_the_run_in_seconds_marks_runs_killed_and_the_rerun_resumes(tiny_rembrandt, tmp_path,
+                                                                                 signum, jobs):
+    suite = json.loads(json.dumps(TINY_SUITE))
+    suite["baselines"] = {"default": ["slow_baseline:SlowMajority"]}
+    suite["protocols"] = {"patient_kfold": {"n_splits": 3}}
+    suite_path = tmp_path / "suite.toml"
+    suite_path.write_text(_to_toml(suite))
+    cache, uri = tmp_path / "cache", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cmd = [sys.executable, "-m", "harness", "--cache-dir", str(cache), "--no-progress", "run",
+           "--suite", str(suite_path), "--data", str(tiny_rembrandt), "--tracking-uri", uri]
+    env = subprocess_env(Path(__file__).parent / "helpers")
+    env["SLOW_BASELINE_SECONDS"] = "6"  # a fold in flight when the signal comes takes this long
+    env["HARNESS_TEST_MARK"] = str(tmp_path)
+    proc = subprocess.Popen(cmd + ["--out", str(tmp_path / "a"), "--jobs", str(jobs)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 240
+    while not _fold_files(cache) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    assert _fold_files(cache), proc.communicate()[0].decode()[-3000:]
+    sent = time.monotonic()
+    os.kill(proc.pid, signum)
+    output = proc.communicate(timeout=60)[0].decode()
+    stopped_in = time.monotonic() - sent
+    assert proc.returncode == 128 + signum, output[-3000:]
+    assert stopped_in < 5.0, f"took {stopped_in:.1f}s to stop"  # sooner than the 6 s fold in flight
+    assert "run the same command again to resume" in output and "Traceback" not in output
+    deadline = time.time() + 10
+    while _marked_processes(str(tmp_path)) and time.time() < deadline:
+        time.sleep(0.2)
+    assert _marked_processes(str(tmp_path)) == []  # no worker outlives the driver
+    done_before = len(_fold_files(cache))
+    assert 1 <= done_before < 3
+
+    client = _client(uri)
+    exp = client.get_experiment_by_name("harness/tiny-grading")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    assert [r.info.status for r in runs if "mlflow.parentRunId" not in r.data.tags] == ["KILLED"]
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    killed_parent = next(r.info.run_id for r in runs if "mlflow.parentRunId" not in r.data.tags)
+
+    env["SLOW_BASELINE_SECONDS"] = "0"
+    second = subprocess.run(cmd + ["--out", str(tmp_path / "b"), "--jobs", "1"], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.stderr.count("(from cache)") == done_before
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert [(p.info.run_id, p.info.status) for p in parents] == [(killed_parent, "FINISHED")]  # resumed
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    finished = sorted(int(r.data.tags["harness.fold"]) for r in runs
+                      if r.data.tags.get("mlflow.parentRunId") == killed_parent and r.info.status == "FINISHED")
+    assert finished == [0, 1, 2]
+
+
 def _marked_processes(mark: str) -> list[int]:
     """Live processes whose environment carries HARNESS_TEST_MARK=mark."""
     needle = f"HARNESS_TEST_MARK={mark}".encode()

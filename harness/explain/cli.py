@@ -27,7 +27,13 @@ def add_commands(subparsers: argparse._SubParsersAction, common_parent: argparse
                    help="modalities a registered single-modality baseline is fitted on and explained for "
                         "(default: all four)")
     p.add_argument("--profile", help="a registered baseline's profile (default: quick)")
-    p.add_argument("--model-file", type=Path, help="a torch.save()d nn.Module to explain instead of training one")
+    p.add_argument("--model-file", type=Path,
+                   help="a model to explain instead of training one: TorchScript, or a state dict (.pt/.pth, "
+                        "read with weights_only) or .safetensors file for the architecture named by --baseline "
+                        "(default multimodal_cnn)")
+    p.add_argument("--trust-model-file", action="store_true",
+                   help="also accept a full pickle of an nn.Module as --model-file; unpickling runs any code "
+                        "the file holds, so only for files you trust")
     p.add_argument("--methods", type=_csv_list,
                    help=f"comma-separated methods (default: all): {', '.join(METHOD_NAMES)}")
     p.add_argument("--cases", type=int, help="held-out cases to explain (default: the suite's)")
@@ -45,6 +51,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     res = run_explain(ExplainOptions(
         suite=args.suite, data=args.data, baseline=args.baseline, model_file=args.model_file,
+        trust_model_file=args.trust_model_file,
         methods=args.methods, cases=args.cases, modalities=args.modalities, profile=args.profile, dims=args.dims, size=args.size, out=args.out,
         tracking_uri=args.tracking_uri, seed=args.seed, cache_dir=args.cache_dir, progress=not args.no_progress))
     ranked = sorted(res.importance, key=res.importance.get, reverse=True)

@@ -57,6 +57,8 @@ class ExplainOptions:
     data: Path | None = None
     baseline: str | None = None
     model_file: Path | None = None
+    #: ``--trust-model-file``: a full pickle may be unpickled (it can run code).
+    trust_model_file: bool = False
     methods: list[str] | None = None
     cases: int | None = None
     dims: int | None = None
@@ -120,13 +122,9 @@ def resolve(opts: ExplainOptions) -> tuple[str, dict[str, Any], dict[str, Any], 
 def _model(run: dict[str, Any], opts: ExplainOptions) -> tuple[torch.nn.Module | None, int]:
     """(a loaded model or None to train or fit one, dims)."""
     if opts.model_file is not None:
-        try:
-            model = torch.load(opts.model_file, map_location="cpu", weights_only=False)
-        except Exception as exc:
-            raise HarnessError(f"{opts.model_file}: cannot load a torch model: {exc}") from exc
-        if not isinstance(model, torch.nn.Module):
-            raise HarnessError(f"{opts.model_file}: holds a {type(model).__name__}, not a torch.nn.Module")
-        return model.eval(), int(run["dims"] or 2)
+        # Loaded once the cohort says how many channels and classes the architecture has.
+        arch = run["model"]
+        return None, int(run["dims"] or (get_model_spec(arch).dims if arch in MODELS else 2))
     name = run["model"]
     if name not in MODELS:
         from baselines import list_baselines
@@ -139,6 +137,22 @@ def _model(run: dict[str, Any], opts: ExplainOptions) -> tuple[torch.nn.Module |
         sample_unit(cls, dims)  # says which dims the baseline takes
         return None, dims
     return None, int(run["dims"] or get_model_spec(name).dims)
+
+
+def _load_model_file(opts: ExplainOptions, arch: str, in_channels: int, n_classes: int) -> torch.nn.Module:
+    """``--model-file`` through :mod:`harness.model_files` (safe formats unless trusted)."""
+    from harness.model_files import load_model
+
+    def build() -> torch.nn.Module:
+        if arch not in MODELS:
+            raise HarnessError(f"{opts.model_file}: a state dict needs a registered architecture to load into; "
+                               f"name one with --baseline ({', '.join(MODELS)}), or export TorchScript")
+        return get_model_spec(arch).build(in_channels, n_classes)
+
+    model = load_model(opts.model_file, architecture=arch, build=build, trust=opts.trust_model_file)
+    if not isinstance(model, torch.nn.Module):
+        raise HarnessError(f"{opts.model_file}: holds a {type(model).__name__}, not a torch.nn.Module")
+    return model
 
 
 def _baseline_params(run: dict[str, Any]) -> dict[str, Any]:
@@ -174,7 +188,7 @@ def run_explain(opts: ExplainOptions) -> ExplainResult:
         data_dir = ensure_known_truth_cohort(opts.cache_dir, data_spec, progress=opts.progress)
         known = data_spec.get("signal_modality")
     model, dims = _model(run, opts)
-    is_baseline = model is None and run["model"] not in MODELS
+    is_baseline = opts.model_file is None and run["model"] not in MODELS
     if is_baseline:
         size = int(run["size"] or default_size(explainable_baseline(run["model"]), _baseline_params(run), dims))
     else:
@@ -202,14 +216,15 @@ def run_explain(opts: ExplainOptions) -> ExplainResult:
         adapter = fitted.adapter
         model = adapter.module
         meta.update(fitted.meta)
+    elif opts.model_file is not None:
+        model = _load_model_file(opts, run["model"], len(cases.modalities), len(cases.classes))
+        meta["model"] = f"loaded from {opts.model_file}"
     elif model is None:
         model = get_model_spec(run["model"]).build(len(cases.modalities), len(cases.classes))
         epochs = int(run["epochs"] or (30 if dims == 2 else 80))  # the 3D net needs longer to find the core
         fit = train_classifier(model, cases.x[train], cases.y[train], epochs=epochs,
                                lr=float(run["lr"]), seed=seed)
         meta["final training loss"] = f"{fit.history[-1]['loss']:.4f}"
-    else:
-        meta["model"] = f"loaded from {opts.model_file}"
     model.eval()
     if adapter is None and len(test):
         acc = float((predict_proba(model, cases.x[test]).argmax(1) == cases.y[test]).mean())

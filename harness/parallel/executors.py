@@ -18,7 +18,8 @@ from abc import ABC, abstractmethod
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Callable, Hashable, Iterable, Mapping
+from contextlib import contextmanager
+from typing import Any, Callable, Hashable, Iterable, Iterator, Mapping
 
 from harness.errors import HarnessError
 
@@ -47,8 +48,11 @@ class Executor(ABC):
     def __enter__(self) -> Executor:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
     @abstractmethod
     def start(self, fn: JobFn, datasets: Mapping[str, Any]) -> None: ...
@@ -62,6 +66,10 @@ class Executor(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional
         pass
+
+    def abort(self) -> None:
+        """Leaving on an exception (SIGTERM, Ctrl-C): stop running jobs now, not when done."""
+        self.close()
 
     def describe(self) -> str:
         return f"{self.name} ({self.slots} at a time)"
@@ -167,6 +175,21 @@ class ProcessExecutor(Executor):
                                "out of memory? try fewer --jobs")
         return future, exc if exc is not None else future.result()
 
+    def abort(self) -> None:
+        """End the workers at once (their jobs' results are lost; finished ones are cached)."""
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            processes = list((getattr(pool, "_processes", None) or {}).values())
+            for proc in processes:
+                proc.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
+            for proc in processes:
+                proc.join(timeout=5)
+                if proc.is_alive():
+                    proc.kill()
+            self._pool = None
+        self.close()
+
     def close(self) -> None:
         pool = getattr(self, "_pool", None)
         if pool is not None:
@@ -180,6 +203,17 @@ class ProcessExecutor(Executor):
 
 
 # -- Ray --------------------------------------------------------------------------------
+@contextmanager
+def _without_env(name: str | None) -> Iterator[None]:
+    """``os.environ`` without ``name`` for the duration (Ray reads RAY_ADDRESS first)."""
+    saved = os.environ.pop(name, None) if name else None
+    try:
+        yield
+    finally:
+        if name and saved is not None:
+            os.environ[name] = saved
+
+
 def _ray_call(fn: JobFn, job: Any, data: Any) -> Any:
     return fn(job, data)
 
@@ -209,7 +243,11 @@ class RayExecutor(Executor):
             if address is None:
                 kwargs["num_cpus"] = max(int(jobs or default_jobs()) * threads, threads)
             try:
-                ray.init(address=address, **kwargs)
+                with _without_env("RAY_ADDRESS" if address is None else None):
+                    # "local": a new instance of our own. Without it Ray joins the cluster named
+                    # in its temp folder's ray_current_cluster (left by any earlier `ray start`,
+                    # even a stopped one) or in $RAY_ADDRESS; only --ray-address may do that.
+                    ray.init(address=address or "local", **kwargs)
             except Exception as exc:  # noqa: BLE001 - Ray raises many kinds; say what failed
                 raise HarnessError(f"could not start or reach Ray at {address or 'a new local instance'}: "
                                    f"{type(exc).__name__}: {exc}") from exc

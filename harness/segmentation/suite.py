@@ -26,6 +26,7 @@ import pandas as pd
 from harness import __version__
 from harness.cohorts import ensure_synthetic_cohort
 from harness.errors import HarnessError
+from harness.model_files import load_state_dict
 from harness.provenance import git_commit, package_versions
 from harness.runner import RunOptions, RunResult, log
 from harness.segmentation import experiment as ex
@@ -217,7 +218,7 @@ def _transfer(ctx: _Context, source: list[SegCase], box: tuple[slice, ...], full
                          "seed": ctx.seed, "version": __version__, "shape": repr(box)})
     ckpt = ctx.opts.cache_dir / "seg-models" / f"{src_key}.pt"
     if ckpt.exists():
-        src_state = torch.load(ckpt, weights_only=True)
+        src_state = load_state_dict(ckpt)
         log("  transfer: source model from cache")
     else:
         started = time.perf_counter()
@@ -226,7 +227,7 @@ def _transfer(ctx: _Context, source: list[SegCase], box: tuple[slice, ...], full
                                      log=log, settings=ctx.settings)
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         torch.save(model.state_dict(), ckpt)
-        src_state = torch.load(ckpt, weights_only=True)
+        src_state = load_state_dict(ckpt)
         log(f"  transfer: source model trained in {time.perf_counter() - started:.1f}s")
     ft_params = {**src_params, "epochs": int(t.get("finetune_epochs", 6)), "lr": float(t.get("finetune_lr", 1e-3))}
     arms = [ex.Arm("transfer", "tl-source_only", "Main-cohort model only", pre, loss, transfer="source_only"),

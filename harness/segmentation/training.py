@@ -2,7 +2,7 @@
 
 Adam with exponential learning-rate decay (Ren et al. 2.4), optional left-right flips,
 validation Dice after every epoch, the best epoch's weights kept (saved and re-read
-with ``torch.load(weights_only=True)`` when a checkpoint path is given), early stopping
+with ``harness.model_files.load_state_dict`` when a checkpoint path is given), early stopping
 after ``patience`` epochs without improvement. Same seed, same weights: torch,
 numpy and the shuffling generator are all seeded and deterministic algorithms are on.
 """
@@ -124,7 +124,9 @@ def train_model(model: torch.nn.Module, train: Sequence[SegCase], val: Sequence[
     if cfg.checkpoint is not None:
         cfg.checkpoint.parent.mkdir(parents=True, exist_ok=True)
         torch.save(best_state, cfg.checkpoint)
-        best_state = torch.load(cfg.checkpoint, weights_only=True)
+        from harness.model_files import load_state_dict
+
+        best_state = load_state_dict(cfg.checkpoint)
     model.load_state_dict(best_state)
     return model, history
 
