@@ -18,7 +18,7 @@ from scipy import ndimage
 #: Native resolution of the nilearn copy of the template, in mm.
 TEMPLATE_MM = 1.0
 #: Margin kept around the brain's bounding box, in mm.
-CROP_MARGIN_MM = 6.0
+CROP_MARGIN_MM = 12.0
 
 
 @dataclass(frozen=True)

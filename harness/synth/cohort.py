@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from harness.synth.individual import AnatomyParams, draw_anatomy
+
 FLAVOURS: tuple[str, ...] = ("rembrandt", "btp", "brats20")
 DEFAULT_PATIENTS: dict[str, int] = {"rembrandt": 40, "btp": 20, "brats20": 40}
 SIGNALS: tuple[str, ...] = ("growth", "none")
@@ -50,6 +52,9 @@ SURVIVAL_MEDIAN_DAYS = 420.0
 SURVIVAL_RHO_REF = 1.5
 SURVIVAL_RHO_EXPONENT = 0.9
 SURVIVAL_LOG_SD = 0.35
+#: Head pose SDs: rotation about x (left-right: nodding), y, z in degrees; translation mm.
+POSE_ROTATION_SD_DEG: tuple[float, float, float] = (5.0, 3.0, 3.0)
+POSE_TRANSLATION_SD_MM: tuple[float, float, float] = (4.0, 4.0, 4.0)
 _FLAVOUR_CODE = {"rembrandt": 1, "btp": 2, "brats20": 3}
 
 
@@ -101,6 +106,9 @@ class PatientParams:
     rng_state: int = 0  # seed for the image-noise stream
     #: Known-truth explainability cohorts: the one channel that shows the label (None: off).
     signal_modality: str | None = None
+    #: The patient's own anatomy (head size and shape, deformation, ventricles, sulci,
+    #: repositioning between visits); None: the bare template (tests, comparisons).
+    anatomy: AnatomyParams | None = None
 
 
 def patient_id(flavour: str, index: int) -> str:
@@ -175,10 +183,14 @@ def draw_parameters(flavour: str, n_patients: int, seed: int = 0, signal: str = 
     labels = regimes if signal == "growth" and signal_modality is None else shuffled
     sites = make_sites(flavour, seed)
     root = np.random.SeedSequence([seed, _FLAVOUR_CODE[flavour], 2])
+    # Anatomy has its own stream: adding it left every other draw as it was.
+    anatomy_root = np.random.SeedSequence([seed, _FLAVOUR_CODE[flavour], 5])
     out = []
     for i in range(n_patients):
         ss = np.random.SeedSequence(root.entropy, spawn_key=(*root.spawn_key, i))
         rng = np.random.default_rng(ss)
+        anatomy_rng = np.random.default_rng(
+            np.random.SeedSequence(anatomy_root.entropy, spawn_key=(*anatomy_root.spawn_key, i)))
         regime = regimes[i]
         (r_lo, r_hi), (d_lo, d_hi) = BTP_REGIME if flavour == "btp" else REGIMES[regime]
         rho = float(rng.uniform(r_lo, r_hi))
@@ -203,8 +215,9 @@ def draw_parameters(flavour: str, n_patients: int, seed: int = 0, signal: str = 
                 resection_threshold=float(rng.uniform(0.4, 0.7)),
                 surviving_fraction=float(10 ** rng.uniform(-4.0, -2.0)),
                 progression_ml=float(rng.uniform(2.0, 6.0)),
-                rotation_deg=tuple(float(v) for v in rng.normal(0.0, 3.0, 3)),  # type: ignore[arg-type]
-                translation_mm=tuple(float(v) for v in rng.normal(0.0, 3.0, 3)),  # type: ignore[arg-type]
+                # Head pose in the coil: nodding (about left-right) varies most.
+                rotation_deg=tuple(float(v) for v in rng.normal(0.0, POSE_ROTATION_SD_DEG)),  # type: ignore[arg-type]
+                translation_mm=tuple(float(v) for v in rng.normal(0.0, POSE_TRANSLATION_SD_MM)),  # type: ignore[arg-type]
                 bias_coeffs=tuple(float(v) for v in rng.normal(0.0, 1.0, 9)),
                 modality_gain=tuple(float(v) for v in rng.normal(1.0, 0.06, 10)),
                 contrast_shift=(float(rng.normal(0.0, 0.03)), float(rng.normal(0.0, 0.03))),
@@ -224,6 +237,7 @@ def draw_parameters(flavour: str, n_patients: int, seed: int = 0, signal: str = 
                 folder_ids=tuple(int(v) for v in rng.integers(10000, 100000, 24)),
                 rng_state=int(rng.integers(2**63 - 1)),
                 signal_modality=signal_modality,
+                anatomy=draw_anatomy(anatomy_rng),
             )
         )
     return out

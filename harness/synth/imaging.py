@@ -1,6 +1,7 @@
 """Imaging model: tissue maps + tumour state -> MR-like volumes and BraTS labels.
 
-Each patient's head is rigidly jittered (small rotation and translation), each scan gets
+Each patient has their own head (size, shape, deformation, ventricles, sulci and pose;
+see :mod:`harness.synth.individual`), each scan gets
 a smooth bias field, a scanner-site intensity scale and contrast, a per-patient intensity
 idiosyncrasy and Rician noise. These fingerprints are what a row-level split can
 memorise, whatever the label. The tumour shows through cell density ``c``: above ~0.16
@@ -13,12 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
-from scipy.spatial.transform import Rotation
 
 from harness.synth.anatomy import Anatomy
 from harness.synth.cohort import PatientParams
 from harness.synth.growth import ENHANCING_THRESHOLD, VISIBLE_THRESHOLD
+from harness.synth.individual import individual_tissue, patient_coordinates, warp
 from harness.synth.tumour import Scan
 
 #: Channel order; ``PatientParams.modality_gain`` is indexed by it.
@@ -44,10 +44,10 @@ ENHANCEMENT = 0.65
 
 @dataclass
 class PatientSpace:
-    """The patient's anatomy after the per-patient rigid jitter (shared by their scans)."""
+    """The patient's own head at one visit: tissue maps on the scan grid (shared anatomy
+    across visits, see :mod:`harness.synth.individual`)."""
 
-    matrix: np.ndarray
-    offset: np.ndarray
+    coords: np.ndarray | None  # (3, *shape) template voxel shown by each scan voxel
     gm: np.ndarray
     wm: np.ndarray
     csf: np.ndarray
@@ -56,28 +56,27 @@ class PatientSpace:
     bias: np.ndarray  # float32 multiplicative field, mean ~1
 
     def warp(self, arr: np.ndarray, order: int = 1) -> np.ndarray:
-        """Move a template-space array into this patient's space."""
-        out = ndimage.affine_transform(
-            arr.astype(np.float32, copy=False), self.matrix, self.offset, order=order, mode="constant", cval=0.0
-        )
-        return out
+        """Move a template-space array (e.g. the simulated tumour) into this patient's scan."""
+        if self.coords is None:
+            raise ValueError("this patient space was resampled (thin slices): warp before resampling")
+        return warp(arr, self.coords, order=order)
 
 
-def patient_space(anatomy: Anatomy, p: PatientParams) -> PatientSpace:
-    """Apply the patient's rotation/translation to the template tissue maps."""
-    rot = Rotation.from_euler("xyz", p.rotation_deg, degrees=True).as_matrix()
-    ctr = (np.array(anatomy.shape, dtype=float) - 1.0) / 2.0
-    shift = np.array(p.translation_mm) / anatomy.spacing
-    # output voxel o shows template voxel R^T (o - ctr - shift) + ctr
-    matrix = rot.T
-    offset = ctr - rot.T @ (ctr + shift)
+def patient_space(anatomy: Anatomy, p: PatientParams, visit: int = 0) -> PatientSpace:
+    """The patient's head at ``visit``: individual tissue maps, deformed and posed.
 
-    def warp(a: np.ndarray) -> np.ndarray:
-        return ndimage.affine_transform(a, matrix, offset, order=1, mode="constant", cval=0.0)
-
-    gm, wm, csf, t1 = (warp(a) for a in (anatomy.gm, anatomy.wm, anatomy.csf, anatomy.t1))
-    brain = warp(anatomy.brain.astype(np.float32)) >= 0.5
-    return PatientSpace(matrix, offset, gm, wm, csf, t1, brain, _bias_field(anatomy.shape, p))
+    The tissue changes (ventricles, sulci) are made on the template grid, then the
+    template is carried into the scan by the patient's deformation, head scaling and
+    pose; the tumour, simulated on the template, is carried by the same mapping.
+    """
+    coords = patient_coordinates(anatomy, p.rotation_deg, p.translation_mm, p.anatomy, visit)
+    if p.anatomy is None:
+        gm, wm, csf = anatomy.gm, anatomy.wm, anatomy.csf
+    else:
+        gm, wm, csf = individual_tissue(anatomy, p.anatomy)
+    gm, wm, csf, t1 = (warp(a, coords) for a in (gm, wm, csf, anatomy.t1))
+    brain = warp(anatomy.brain.astype(np.float32), coords) >= 0.5
+    return PatientSpace(coords, gm, wm, csf, t1, brain, _bias_field(anatomy.shape, p))
 
 
 def _bias_field(shape: tuple[int, ...], p: PatientParams) -> np.ndarray:
@@ -213,7 +212,7 @@ def thin_slices(space: PatientSpace, tv: TumourView, extra: np.ndarray | None, a
         return f(a) >= 0.5
 
     nearest = np.rint(np.linspace(0.0, nz - 1.0, n_slices)).astype(int)
-    new_space = PatientSpace(space.matrix, space.offset, f(space.gm), f(space.wm), f(space.csf),
+    new_space = PatientSpace(None, f(space.gm), f(space.wm), f(space.csf),
                              f(space.t1), m(space.brain), f(space.bias))
     new_tv = TumourView(f(tv.visible), f(tv.enhancing), f(tv.density), m(tv.necrosis),
                         m(tv.cavity), tv.labels[:, :, nearest])

@@ -215,9 +215,9 @@ def write_btp_patient(p: PatientParams, grid_mm: float, root: str) -> dict:
     simulated = float(hist.interval_months or 0.0)
     label = simulated if p.signal == "growth" else p.none_interval_months
     first, second, interval = btp_dates(p, label)
-    space = patient_space(anatomy, p)
     channels = ("T1", "T1post", "T2", "FLAIR", "ADC", "CBV", "CBF")
     for j, (scan, date) in enumerate(zip(hist.scans, (first, second))):
+        space = patient_space(anatomy, p, visit=j)  # the same head, repositioned at each visit
         tv = tumour_view(space, scan, enhances=True)
         imgs = _render_scan(space, tv, p, channels, j)
         series = _btp_series(space, tv, imgs)
