@@ -33,7 +33,7 @@ from harness import __version__
 from harness.atomic import atomic_write
 from harness.console import log
 from harness.errors import HarnessError
-from harness.guard import FoldGuard, RunGuard, fold_guard, run_guard
+from harness.guard import FoldGuard, RunGuard, fold_guard, is_trivial_control, run_guard
 from harness.metrics import MetricEstimate, compute_metric, estimate
 from harness.parallel import limit_threads
 from harness.splits import Fold, SplitManifest
@@ -188,15 +188,18 @@ def fold_counts(data: TaskData, fold: Any) -> dict[str, int]:
     return counts
 
 
-def guard_metrics(guard: FoldGuard | RunGuard | None) -> dict[str, float]:
-    """``train_<metric>``, ``val_<metric>`` and their trivial-control twins, for MLflow."""
+def guard_metrics(guard: FoldGuard | RunGuard | None, control: bool = False) -> dict[str, float]:
+    """``train_<metric>``, ``val_<metric>`` and their trivial-control twins, for MLflow.
+
+    A trivial control (``control``) is never flagged, so its ``did_not_learn`` is 0.
+    """
     if guard is None:
         return {}
     m = guard.metric
     values = {f"train_{m}": guard.train, f"train_trivial_{m}": guard.train_trivial,
               f"val_{m}": guard.val, f"val_trivial_{m}": guard.val_trivial}
     if guard.did_not_learn is not None:
-        values["did_not_learn"] = float(guard.did_not_learn)
+        values["did_not_learn"] = 0.0 if control else float(guard.did_not_learn)
     return {k: float(v) for k, v in values.items() if v is not None}
 
 
@@ -216,13 +219,15 @@ def record_fold(plan: PlannedRun, fold: Fold, frame: pd.DataFrame, *, seconds: f
                           frame["patient_id"].to_numpy())
         for m in plan.metrics
     }
-    metrics.update(guard_metrics(guard))
+    control = is_trivial_control(plan.baseline)
+    metrics.update(guard_metrics(guard, control))
     if seconds is not None:
         metrics["fit_predict_seconds"] = seconds
     fold_tags = {"baseline": plan.baseline, "protocol": plan.protocol,
                  **({"target": plan.variant} if plan.variant else {}), **tags}
     if plan.guard_metric:
-        fold_tags["harness.did_not_learn"] = ("unknown" if guard is None or guard.did_not_learn is None
+        fold_tags["harness.did_not_learn"] = ("false" if control else "unknown"
+                                              if guard is None or guard.did_not_learn is None
                                               else str(guard.did_not_learn).lower())
     plan.parent.log_fold(
         FoldRecord(index=fold.index, params={"fold": fold.index, **fold_counts(plan.task, fold)},
