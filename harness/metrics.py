@@ -30,10 +30,12 @@ import pandas as pd
 
 from harness.errors import HarnessError
 
-ROW_CLASSIFICATION_METRICS: tuple[str, ...] = ("accuracy", "balanced_accuracy", "macro_f1")
+#: Row-level classification metrics (each equal to scikit-learn's on the rows).
+CLASSIFICATION_METRICS: tuple[str, ...] = ("accuracy", "balanced_accuracy", "macro_f1")
 #: One vote per patient and fold, scored like the row metric of the same name.
-PATIENT_METRICS: tuple[str, ...] = tuple(f"patient_{m}" for m in ROW_CLASSIFICATION_METRICS)
-CLASSIFICATION_METRICS: tuple[str, ...] = ROW_CLASSIFICATION_METRICS + PATIENT_METRICS
+PATIENT_METRICS: tuple[str, ...] = tuple(f"patient_{m}" for m in CLASSIFICATION_METRICS)
+#: Every metric computed from confusion matrices (row and patient level).
+CONFUSION_METRICS: tuple[str, ...] = CLASSIFICATION_METRICS + PATIENT_METRICS
 REGRESSION_METRICS: tuple[str, ...] = ("mae", "rmse", "r2")
 FOLD_COLUMNS: tuple[str, ...] = ("patient_id", "y_true", "y_pred")
 
@@ -64,8 +66,8 @@ class MetricEstimate:
 
 
 def _check_name(name: str) -> None:
-    if name not in CLASSIFICATION_METRICS + REGRESSION_METRICS:
-        known = ", ".join(CLASSIFICATION_METRICS + REGRESSION_METRICS)
+    if name not in CONFUSION_METRICS + REGRESSION_METRICS:
+        known = ", ".join(CONFUSION_METRICS + REGRESSION_METRICS)
         raise HarnessError(f"unknown metric {name!r}; known metrics: {known}")
 
 
@@ -136,7 +138,7 @@ def _patient_stats(
     """Per-patient sufficient statistics (P, K) of one fold, in patient order."""
     patient, _ = pd.factorize(frame["patient_id"], sort=True)
     n_pat = int(patient.max()) + 1
-    if name in CLASSIFICATION_METRICS:
+    if name in CONFUSION_METRICS:
         assert classes is not None
         c = len(classes)
         t = _class_index(frame["y_true"].to_numpy(), classes)
@@ -196,7 +198,7 @@ def _mixed_label_note(folds: Sequence[pd.DataFrame]) -> list[str]:
 
 def _metric_from_stats(name: str, stats: np.ndarray, n_classes: int | None) -> np.ndarray:
     """Dispatch summed statistics (..., K) to the metric kernel."""
-    if name in CLASSIFICATION_METRICS:
+    if name in CONFUSION_METRICS:
         assert n_classes is not None
         return _from_confusion(name, stats.reshape(*stats.shape[:-1], n_classes, n_classes))
     return _from_regression_stats(name, stats)
@@ -227,7 +229,7 @@ def compute_metric(
     pid = 0 if patient_ids is None else list(patient_ids)
     frame = pd.DataFrame({"patient_id": pid, "y_true": list(y_true), "y_pred": list(y_pred)})
     _check_frame(frame, "predictions")
-    cls = _resolve_classes([frame], classes) if name in CLASSIFICATION_METRICS else None
+    cls = _resolve_classes([frame], classes) if name in CONFUSION_METRICS else None
     stats = _patient_stats(name, frame, cls).sum(axis=0)
     return float(_metric_from_stats(name, stats, None if cls is None else len(cls)))
 
@@ -261,7 +263,7 @@ def estimate(
         raise HarnessError(f"metric {name!r}: no folds given")
     for i, frame in enumerate(folds):
         _check_frame(frame, f"fold {i} predictions")
-    cls = _resolve_classes(folds, classes) if name in CLASSIFICATION_METRICS else None
+    cls = _resolve_classes(folds, classes) if name in CONFUSION_METRICS else None
     n_classes = None if cls is None else len(cls)
 
     per_fold = [_patient_stats(name, f, cls) for f in folds]

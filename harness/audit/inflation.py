@@ -17,7 +17,7 @@ import pandas as pd
 
 from harness.predictions import read_prediction_file
 from harness.metrics import (
-    CLASSIFICATION_METRICS,
+    CONFUSION_METRICS,
     _metric_from_stats,
     _patient_stats,
     _pooled_stats,
@@ -70,7 +70,7 @@ class Boot:
 def bootstrap(name: str, frames: Sequence[pd.DataFrame], *, classes: Sequence | None = None,
               n_boot: int = 1000, seed: int = 0) -> Boot:
     """Same estimate and replicates as :func:`harness.metrics.estimate`."""
-    cls = _resolve_classes(list(frames), classes) if name in CLASSIFICATION_METRICS else None
+    cls = _resolve_classes(list(frames), classes) if name in CONFUSION_METRICS else None
     nc = None if cls is None else len(cls)
     strata = _strata(name, frames, cls)
     point = float(np.mean([_metric_from_stats(name, s.sum(axis=0), nc) for s in strata]))
@@ -84,7 +84,7 @@ def paired_difference(name: str, a: Sequence[pd.DataFrame], b: Sequence[pd.DataF
                       classes: Sequence | None = None, n_boot: int = 1000, seed: int = 0) -> Boot:
     """Metric of ``a`` minus metric of ``b`` on the same test rows; the same patients are
     drawn for both in every replicate (a paired cluster bootstrap)."""
-    cls = _resolve_classes(list(a) + list(b), classes) if name in CLASSIFICATION_METRICS else None
+    cls = _resolve_classes(list(a) + list(b), classes) if name in CONFUSION_METRICS else None
     nc = None if cls is None else len(cls)
     sa, sb = _strata(name, a, cls), _strata(name, b, cls)
     if len(sa) != len(sb) or any(x.shape[0] != y.shape[0] for x, y in zip(sa, sb)):
