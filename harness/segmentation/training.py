@@ -48,7 +48,7 @@ def seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def _batch(cases: Sequence[SegCase], device: str, flip: Sequence[bool] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def _batch(cases: Sequence[SegCase], device: str, flip: Sequence[bool] | np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     x = np.stack([c.image for c in cases])
     y = np.stack([c.regions for c in cases])
     if flip is not None:
