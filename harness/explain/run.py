@@ -348,7 +348,7 @@ def options_for_suite(suite: Any, opts: Any, out: Path | None) -> ExplainOptions
 
 def run_explain_suite(suite: Any, opts: Any) -> Any:
     """``run --suite explain``: the explain report as a suite run (see SUITE_RUNNERS)."""
-    from harness.runner import RunResult
+    from harness.run_result import RunResult
 
     result = run_explain(options_for_suite(suite, opts, opts.out))
     print(f"explainability report: {result.html}")

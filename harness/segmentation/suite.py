@@ -28,7 +28,8 @@ from harness.cohorts import ensure_synthetic_cohort
 from harness.errors import HarnessError
 from harness.model_files import load_state_dict
 from harness.provenance import git_commit, package_versions
-from harness.runner import RunOptions, RunResult, log
+from harness.run_result import RunResult
+from harness.runner import RunOptions, log
 from harness.segmentation import experiment as ex
 from harness.segmentation.data import SegCase, brain_crop, crop_cases, degrade_site, load_seg_cohort
 from harness.segmentation.labels import Thresholds
