@@ -176,7 +176,7 @@ def run_progression_stages(suite: SuiteConfig, opts: RunOptions, data: PreparedD
     baseline is compared on the same rows. Skipped when the rule is "all" and no
     pipeline baseline needs the pseudo-grades.
     """
-    from baselines.cnn_lstm import grading_stages
+    from harness.tasks.progression_stages import grading_stages
 
     wanted = opts.baselines or suite.baselines
     rule = suite.task_options.get("eligibility", "grade_rise")
