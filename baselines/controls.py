@@ -35,7 +35,10 @@ class _ConstantRegressor(Baseline):
 
     tasks = frozenset({"progression"})
     target_kinds = frozenset({"regression"})
-    statistic = staticmethod(np.mean)
+
+    def statistic(self, y: np.ndarray) -> float:
+        """The value predicted for every sample, from the training targets."""
+        return float(np.mean(y))
 
     def fit(self, train: TaskData, val: TaskData | None, ctx: FitContext) -> "_ConstantRegressor":
         self.value_ = float(self.statistic(train.y.astype(float)))
@@ -50,7 +53,6 @@ class MeanPredictor(_ConstantRegressor):
     """Predicts the training mean of the target."""
 
     name = "mean"
-    statistic = staticmethod(np.mean)
 
 
 @register_baseline
@@ -58,7 +60,9 @@ class MedianPredictor(_ConstantRegressor):
     """Predicts the training median of the target (robust to a few long intervals)."""
 
     name = "median"
-    statistic = staticmethod(np.median)
+
+    def statistic(self, y: np.ndarray) -> float:
+        return float(np.median(y))
 
 
 @register_baseline

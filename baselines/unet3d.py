@@ -141,6 +141,7 @@ class UNet3DBaseline(Baseline):
 
         cfg = TrainConfig.from_params(self.params, seed=ctx.seed, device=ctx.device)
         if self.model is None:
+            torch.manual_seed(ctx.seed)  # the initial weights depend on the seed alone, as in the suite
             self.model = self.build()
         self.model, history = train_model(self.model, list(train), list(val or []), cfg, log=ctx.log)
         ctx.history.extend(history)

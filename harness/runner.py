@@ -44,6 +44,7 @@ from harness.guard import RunGuard, guard_metric
 from harness.metrics import MetricEstimate
 from harness.parallel import CachedVolumes, make_executor, materialize_volumes, run_jobs
 from harness.provenance import git_commit, package_versions
+from harness.run_result import RunResult
 from harness.splits import (
     SplitManifest,
     get_protocol,
@@ -103,19 +104,6 @@ class PreparedData:
     stage_tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     stage_tags: dict[str, str] = field(default_factory=dict)
     stage_files: list[Path] = field(default_factory=list)
-
-
-@dataclass
-class RunResult:
-    out_dir: Path
-    summary: dict[str, Any]
-    failures: list[str] = field(default_factory=list)
-    folds_fitted: int = 0
-    folds_reused: int = 0
-    #: One record per baseline x protocol (x variant): fold cache dir, MLflow parent run id.
-    runs: list[dict[str, Any]] = field(default_factory=list)
-    #: Report files written after the suite (leakage, overfitting, audit).
-    reports: list[Path] = field(default_factory=list)
 
 
 # -- stage 1: data -------------------------------------------------------------------
@@ -189,7 +177,7 @@ def run_progression_stages(suite: SuiteConfig, opts: RunOptions, data: PreparedD
     baseline is compared on the same rows. Skipped when the rule is "all" and no
     pipeline baseline needs the pseudo-grades.
     """
-    from baselines.cnn_lstm import grading_stages
+    from harness.tasks.progression_stages import grading_stages
 
     wanted = opts.baselines or suite.baselines
     rule = suite.task_options.get("eligibility", "grade_rise")

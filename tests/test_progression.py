@@ -106,7 +106,7 @@ def test_every_row_of_a_patient_has_the_same_target_in_months(tiny_btp):
 
 
 def test_stage1_grader_never_sees_a_progression_patient(tiny_btp, tiny_aux, tmp_path):
-    from baselines.cnn_lstm import aux_grading_data, check_isolation
+    from harness.tasks.progression_stages import aux_grading_data, check_isolation
     from harness.data.detect import load_cohort
     from harness.errors import HarnessError
     from harness.tasks import progression_task

@@ -52,7 +52,8 @@ def _thumb(arr: np.ndarray) -> np.ndarray:
 def fingerprints(data: TaskData) -> Fingerprints:
     """Hash and thumbnail of every sample's pixels (a slice, or a whole series)."""
     rows = data.samples
-    hashes, thumbs = [], []
+    hashes: list[str] = []
+    thumbs: list[np.ndarray | None] = []
     for image_id, z in zip(rows["image_id"].astype(str), rows["slice_index"].astype(int)):
         if image_id not in data.volumes:
             hashes.append("")

@@ -115,7 +115,7 @@ def split_integrity(
             both_p = sorted(fit_p & test_p)
             both_s = sorted(set(study.loc[fit_ids]) & set(study.loc[test_ids]))
             exact, near, later = [], [], []
-            if fp is not None:
+            if fp is not None and hash_of is not None:
                 fit_h = hash_of.reindex(fit_ids)
                 test_h = hash_of.reindex(test_ids)
                 fit_map: dict[str, list[str]] = {}

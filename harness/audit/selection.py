@@ -11,6 +11,7 @@ rows (test included) instead of training rows only does to a score.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,6 +35,7 @@ def _score(x, y, tr, te, alpha, regression, metric, classes, scope: str = "train
     sd = x[fit_rows].std(axis=0) + 1e-9
     z = (x - mu) / sd
     yt = y[tr].astype(float) if regression else y[tr]
+    pred: Any
     if not regression and len(set(yt)) < 2:
         pred = np.full(len(te), yt[0], dtype=object)
     else:
@@ -109,7 +111,7 @@ def selection_study(x: np.ndarray, y: np.ndarray, pids: np.ndarray, *, metric: s
     inner_scores = iter(scores(inner_fits))
     final_fits = []
     for (tr, te), k in zip(outer_folds, n_inner):
-        best_a, best_s = None, None
+        best_a, best_s = ALPHAS[0], None
         for alpha in ALPHAS:
             s = float(np.mean([next(inner_scores) for _ in range(k)]))
             if best_s is None or _better(s, best_s, metric):

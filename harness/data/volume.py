@@ -78,7 +78,7 @@ def series_digest(file_digests: Sequence[str]) -> str:
 
 def _floats(value: object, n: int) -> np.ndarray | None:
     try:
-        out = np.asarray([float(v) for v in value], dtype=float)  # type: ignore[union-attr]
+        out = np.asarray([float(v) for v in value], dtype=float)  # type: ignore[attr-defined, type-var, union-attr]
     except (TypeError, ValueError):
         return None
     return out if out.shape == (n,) and np.all(np.isfinite(out)) else None
@@ -167,12 +167,12 @@ def _uncompressed_pixels(ds, hdr: dict[str, object]) -> np.ndarray | None:
     if syntax is None or syntax.is_compressed or not syntax.is_little_endian:
         return None
     try:
-        rows, cols = int(hdr["Rows"]), int(hdr["Columns"])  # type: ignore[arg-type]
-        bits = int(hdr["BitsAllocated"])  # type: ignore[arg-type]
-        stored = int(hdr.get("BitsStored", bits))  # type: ignore[arg-type]
-        signed = int(hdr["PixelRepresentation"])  # type: ignore[arg-type]
-        samples = int(hdr.get("SamplesPerPixel", 1))  # type: ignore[arg-type]
-        frames = int(hdr.get("NumberOfFrames", 1) or 1)  # type: ignore[arg-type]
+        rows, cols = int(hdr["Rows"]), int(hdr["Columns"])  # type: ignore[arg-type, call-overload]
+        bits = int(hdr["BitsAllocated"])  # type: ignore[arg-type, call-overload]
+        stored = int(hdr.get("BitsStored", bits))  # type: ignore[arg-type, call-overload]
+        signed = int(hdr["PixelRepresentation"])  # type: ignore[arg-type, call-overload]
+        samples = int(hdr.get("SamplesPerPixel", 1))  # type: ignore[arg-type, call-overload]
+        frames = int(hdr.get("NumberOfFrames", 1) or 1)  # type: ignore[arg-type, call-overload]
     except (KeyError, TypeError, ValueError):
         return None
     dtype = _NATIVE_DTYPES.get((bits, signed))
@@ -181,7 +181,7 @@ def _uncompressed_pixels(ds, hdr: dict[str, object]) -> np.ndarray | None:
     data = ds.PixelData
     if len(data) < rows * cols * (bits // 8):
         return None  # let pydicom say what is wrong
-    return np.frombuffer(data, dtype=dtype, count=rows * cols).reshape(rows, cols)
+    return np.frombuffer(data, dtype=dtype, count=rows * cols).reshape(rows, cols)  # type: ignore[call-overload]
 
 
 def decode_dicom(blobs: Sequence[bytes], names: Sequence[str] | None = None) -> Decoded:
@@ -260,7 +260,7 @@ def decode_dicom(blobs: Sequence[bytes], names: Sequence[str] | None = None) -> 
     instance: list[int | None] = []
     for *_, hdr in slices:
         try:
-            instance.append(int(hdr["InstanceNumber"]))  # type: ignore[arg-type]
+            instance.append(int(hdr["InstanceNumber"]))  # type: ignore[arg-type, call-overload]
         except (KeyError, TypeError, ValueError):
             instance.append(None)
 
@@ -269,7 +269,7 @@ def decode_dicom(blobs: Sequence[bytes], names: Sequence[str] | None = None) -> 
     if have_pos:
         idx.sort(key=lambda k: (positions[k], instance[k] or 0, names[slices[k][0]]))
     elif all(n is not None for n in instance):
-        idx.sort(key=lambda k: instance[k])
+        idx.sort(key=lambda k: instance[k] or 0)
     else:
         idx.sort(key=lambda k: names[slices[k][0]])
         if len(slices) > 1:

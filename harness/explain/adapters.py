@@ -97,7 +97,7 @@ def without_inplace(model: nn.Module) -> nn.Module:
     work = copy.deepcopy(model).eval()
     for m in work.modules():
         if getattr(m, "inplace", False) is True:
-            m.inplace = False
+            m.inplace = False  # type: ignore[assignment]
     for p in work.parameters():
         p.requires_grad_(False)
     return work

@@ -35,7 +35,7 @@ class FittedBaseline:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def explainable_baseline(name: str) -> type:
+def explainable_baseline(name: str) -> Any:
     """The registered baseline class ``name``, if explain can take it; a clear error if not."""
     from baselines import get_baseline
 
@@ -54,11 +54,11 @@ def explainable_names() -> list[str]:
     return [n for n, c in list_baselines().items() if getattr(c, "explain_inputs", None)]
 
 
-def default_dims(cls: type) -> int:
+def default_dims(cls: Any) -> int:
     return int(next(iter(cls.explain_inputs)))
 
 
-def sample_unit(cls: type, dims: int) -> str:
+def sample_unit(cls: Any, dims: int) -> str:
     units = cls.explain_inputs
     if dims not in units:
         raise HarnessError(f"baseline {cls.name!r} takes {' or '.join(f'{d}D' for d in units)} cases for explain, "
@@ -154,7 +154,8 @@ def fit_baseline(name: str, cases: CaseSet, train: np.ndarray, test: np.ndarray,
     unit = sample_unit(cls, dims)
     from baselines import create_baseline
 
-    model = create_baseline(name, profile=profile, **(params or {}))
+    # Any: explain takes baselines that add explain_adapter / predict_proba to the contract.
+    model: Any = create_baseline(name, profile=profile, **(params or {}))
     ctx = FitContext(seed=seed, device="cpu", profile=profile, log=log)
     fit_idx, val_idx = _val_split(cases, np.asarray(train, dtype=int), seed)
     meta: dict[str, Any] = {"baseline": f"{name} (profile {profile})", "sample unit": unit}

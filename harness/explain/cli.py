@@ -54,7 +54,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         trust_model_file=args.trust_model_file,
         methods=args.methods, cases=args.cases, modalities=args.modalities, profile=args.profile, dims=args.dims, size=args.size, out=args.out,
         tracking_uri=args.tracking_uri, seed=args.seed, cache_dir=args.cache_dir, progress=not args.no_progress))
-    ranked = sorted(res.importance, key=res.importance.get, reverse=True)
+    ranked = sorted(res.importance, key=lambda m: res.importance[m], reverse=True)
     print("modality importance (mean |Shapley|): " + ", ".join(f"{m} {res.importance[m]:.3f}" for m in ranked))
     if res.known_modality:
         print(f"known truth: {res.known_modality} carries the class; ranked first: {ranked[0] == res.known_modality}")

@@ -152,8 +152,8 @@ def load_cases(root: Path, *, dims: int = 2, size: int = 64, modalities: tuple[s
     if not xs:
         raise NoUsableDataError(f"{root}: no patient with a grade and all of {list(modalities)}")
     with_masks = has_masks and all(m is not None for m in masks)
-    mask_arr = np.stack(masks) if with_masks else None
-    label_arr = np.stack(labels) if with_masks else None
+    mask_arr = np.stack([m for m in masks if m is not None]) if with_masks else None
+    label_arr = np.stack([lab for lab in labels if lab is not None]) if with_masks else None
     return CaseSet(np.stack(xs).astype(np.float32), np.asarray(ys), mask_arr, pids, zs, np.asarray(keys),
                    classes, list(modalities), label_arr, spacings), problems
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from harness.explain import scores
+from harness.explain.scores import RandomisationResult
 from harness.explain.config import ExplainConfig
 from harness.explain.methods import METHODS, MethodInputs, attribute
 from harness.explain.postprocess import postprocess
@@ -48,7 +49,7 @@ class CaseExplanation:
     display: dict[str, np.ndarray] = field(default_factory=dict)
     scores: dict[str, dict[str, float]] = field(default_factory=dict)
     deletion: dict[str, np.ndarray] = field(default_factory=dict)
-    randomisation: dict[str, scores.RandomisationResult] = field(default_factory=dict)
+    randomisation: dict[str, RandomisationResult] = field(default_factory=dict)
     random_deletion_auc: float = float("nan")
     errors: dict[str, str] = field(default_factory=dict)
 
@@ -56,7 +57,7 @@ class CaseExplanation:
 def explain_case(model: nn.Module, x: np.ndarray, label: int, methods: list[str], cfg: ExplainConfig, *,
                  mask: np.ndarray | None = None, batch: np.ndarray | None = None, index: int = 0,
                  patient_id: str = "", sanity: bool = True,
-                 on_method: Callable[[str], None] | None = None) -> CaseExplanation:
+                 on_method: Callable[[str], object] | None = None) -> CaseExplanation:
     """Run ``methods`` on one case (x: (M, *spatial)) and score each map.
 
     ``batch``: other cases (N, M, *spatial) for feature permutation. ``sanity``: run the

@@ -149,6 +149,7 @@ def _load_model_file(opts: ExplainOptions, arch: str, in_channels: int, n_classe
                                f"name one with --baseline ({', '.join(MODELS)}), or export TorchScript")
         return get_model_spec(arch).build(in_channels, n_classes)
 
+    assert opts.model_file is not None  # only called with a model file
     model = load_model(opts.model_file, architecture=arch, build=build, trust=opts.trust_model_file)
     if not isinstance(model, torch.nn.Module):
         raise HarnessError(f"{opts.model_file}: holds a {type(model).__name__}, not a torch.nn.Module")
@@ -347,7 +348,7 @@ def options_for_suite(suite: Any, opts: Any, out: Path | None) -> ExplainOptions
 
 def run_explain_suite(suite: Any, opts: Any) -> Any:
     """``run --suite explain``: the explain report as a suite run (see SUITE_RUNNERS)."""
-    from harness.runner import RunResult
+    from harness.run_result import RunResult
 
     result = run_explain(options_for_suite(suite, opts, opts.out))
     print(f"explainability report: {result.html}")

@@ -189,7 +189,7 @@ def cascading_randomisation(model: nn.Module, x: torch.Tensor, target: int,
     names, sims = [], []
     torch.manual_seed(seed)
     for name, layer in randomisable_layers(work):
-        layer.reset_parameters()
+        layer.reset_parameters()  # type: ignore[operator]  # every randomisable layer has it
         names.append(name)
         sims.append(rank_similarity(original, explain(work)))
     return RandomisationResult(names, sims, threshold)

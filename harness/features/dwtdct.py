@@ -211,7 +211,8 @@ def _features_chunk(x: np.ndarray, config: DwtDctConfig) -> np.ndarray:
     x = resize_stack(rescale_unit(x), config.image_size)
     if config.roi != "none":
         mask = roi_mask(kmeans_labels(x, config.kmeans_iters), config.roi)
-        x = np.where(mask, x, 0.0)
+        if mask is not None:
+            x = np.where(mask, x, 0.0)
     coeffs = ll_dct(x, config.wavelet)
     r, c = zigzag_indices(coeffs.shape[-2], coeffs.shape[-1], config.n_coefficients)
     return coeffs[:, r, c]

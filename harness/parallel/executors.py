@@ -82,7 +82,7 @@ class SerialExecutor(Executor):
 
     def start(self, fn: JobFn, datasets: Mapping[str, Any]) -> None:
         self._fn, self._datasets = fn, datasets
-        self._done: dict[int, Any] = {}
+        self._done: dict[Hashable, Any] = {}
         self._next = 0
 
     def submit(self, job: Any) -> Hashable:
@@ -187,7 +187,7 @@ class ProcessExecutor(Executor):
                 proc.join(timeout=5)
                 if proc.is_alive():
                     proc.kill()
-            self._pool = None
+            self._pool = None  # type: ignore[assignment]  # closed for good
         self.close()
 
     def close(self) -> None:

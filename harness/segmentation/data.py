@@ -100,7 +100,7 @@ def brain_crop(cases: Sequence[SegCase], margin: int = 1) -> tuple[slice, ...]:
 
 
 def crop_cases(cases: Sequence[SegCase], box: tuple[slice, ...]) -> list[SegCase]:
-    return [replace(c, image=np.ascontiguousarray(c.image[(slice(None), *box)]),
+    return [replace(c, image=np.ascontiguousarray(c.image[(slice(None),) + tuple(box)]),
                     labels=np.ascontiguousarray(c.labels[box])) for c in cases]
 
 

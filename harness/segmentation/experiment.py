@@ -56,7 +56,7 @@ def digest(obj: Any) -> str:
 
 
 def save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays))
+    atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays))  # type: ignore[arg-type]
 
 
 def load_npz(path: Path) -> dict[str, np.ndarray] | None:

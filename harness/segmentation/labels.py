@@ -53,7 +53,7 @@ def to_brats2023(labels: np.ndarray, convention: str = "brats2023") -> np.ndarra
             raise LabelError("label map has non-integer values")
         arr = rounded
     present = np.unique(arr)
-    bad = sorted(set(present.tolist()) - set(spec["values"]))  # type: ignore[arg-type]
+    bad = sorted(set(present.tolist()) - set(spec["values"]))  # type: ignore[arg-type, call-overload]
     if bad:
         shown = ", ".join(str(int(v)) if float(v).is_integer() else str(v) for v in bad[:5])
         raise LabelError(

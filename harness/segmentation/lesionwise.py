@@ -131,8 +131,7 @@ def lesionwise_region(
             continue
         roi = union_bbox([lesion_box], gt.shape, margin=dilation + 1)
         lesion = lesions[roi] == index
-        hits = np.unique(pred_cc[roi][_dilate(lesion, dilation)])
-        hits = [int(h) for h in hits if h]
+        hits = [int(h) for h in np.unique(pred_cc[roi][_dilate(lesion, dilation)]) if h]
         matched.update(hits)
         volume = int(lesion.sum()) * voxel_volume
         if volume <= min_lesion_volume:

@@ -10,7 +10,7 @@ import base64
 import html
 import io
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -30,10 +30,10 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 _COLOURS = {1: (0.9, 0.1, 0.1), 2: (0.1, 0.8, 0.1), 3: (1.0, 0.9, 0.0)}
 
 
-def collect_examples(fold_cases: dict[int, Sequence[Any]], fold_labels: dict[int, dict[str, np.ndarray]],
+def collect_examples(fold_cases: Mapping[int, Sequence[Any]], fold_labels: dict[int, dict[str, np.ndarray]],
                      settings: Any, n: int = 3) -> list[dict[str, Any]]:
     """The axial slice with most tumour for ``n`` test patients: FLAIR, truth, prediction."""
-    out = []
+    out: list[dict[str, Any]] = []
     for k in sorted(fold_labels):
         for case in fold_cases[k]:
             if len(out) >= n:

@@ -28,7 +28,8 @@ from harness.cohorts import ensure_synthetic_cohort
 from harness.errors import HarnessError
 from harness.model_files import load_state_dict
 from harness.provenance import git_commit, package_versions
-from harness.runner import RunOptions, RunResult, log
+from harness.run_result import RunResult
+from harness.runner import RunOptions, log
 from harness.segmentation import experiment as ex
 from harness.segmentation.data import SegCase, brain_crop, crop_cases, degrade_site, load_seg_cohort
 from harness.segmentation.labels import Thresholds
@@ -82,9 +83,12 @@ class _Context:
 
     def __init__(self, suite: SuiteConfig, opts: RunOptions, seed: int, out_dir: Path) -> None:
         from baselines import create_baseline
+        from baselines.unet3d import UNet3DBaseline
 
         self.suite, self.opts, self.seed, self.out_dir = suite, opts, seed, out_dir
-        self.baseline = create_baseline("unet3d", profile=opts.profile, **suite.baseline_params.get("unet3d", {}))
+        baseline = create_baseline("unet3d", profile=opts.profile, **suite.baseline_params.get("unet3d", {}))
+        assert isinstance(baseline, UNet3DBaseline)
+        self.baseline = baseline
         self.params = self.baseline.get_params()
         t = suite.task_options
         self.settings = ex.EvalSettings(Thresholds.from_mapping(t.get("thresholds")), int(t.get("max_dust", 50)),
@@ -158,7 +162,7 @@ def _evaluate_arm(ctx: _Context, arm: ex.Arm, protocol: str, manifest: SplitMani
 
 
 def _train_folds(ctx: _Context, cases: list[SegCase], manifest: SplitManifest, pre: str, loss: str,
-                 fingerprint: str, examples: dict) -> dict[int, dict[str, np.ndarray]]:
+                 fingerprint: str) -> dict[int, dict[str, np.ndarray]]:
     """Predicted label maps per fold for one (pre-processing, loss), from the cache or trained."""
     by_id = {c.patient_id: c for c in cases}
     out = {}
@@ -188,7 +192,7 @@ def _train_folds(ctx: _Context, cases: list[SegCase], manifest: SplitManifest, p
 
 
 def _transfer(ctx: _Context, source: list[SegCase], box: tuple[slice, ...], full_shape: tuple[int, ...],
-              common_tags: dict[str, str], examples: dict) -> list[ex.Arm]:
+              common_tags: dict[str, str]) -> list[ex.Arm]:
     """Table 5: source-only, target-only, and fine-tuning with each freezing choice."""
     import torch
 
@@ -304,20 +308,20 @@ def run_segmentation_suite(suite: SuiteConfig, opts: RunOptions) -> RunResult:
     by_id = {c.patient_id: c for c in cases}
     fold_cases = {f.index: [by_id[i] for i in f.test] for f in manifest.folds}
     trained: dict[tuple[str, str], dict[int, dict]] = {}
-    examples: dict = {}
+    examples: list[dict[str, Any]] = []
     for arm in arms:
         try:
             if arm.train_key not in trained:
                 log(f"training unet3d: pre-processing {arm.preprocess}, loss {arm.loss}")
                 trained[arm.train_key] = _train_folds(ctx, cases, manifest, arm.preprocess, arm.loss,
-                                                      cohort.fingerprint, examples)
+                                                      cohort.fingerprint)
             _evaluate_arm(ctx, arm, "patient_kfold", manifest, trained[arm.train_key], fold_cases, common_tags,
                           {"data": cohort.fingerprint})
         except Exception as exc:  # one arm failing must not lose the others
             ctx.result.failures.append(f"unet3d/{arm.name}: {type(exc).__name__}: {exc}")
             log(f"FAILED unet3d/{arm.name}: {exc}")
     try:
-        arms += _transfer(ctx, cases, box, full_shape, common_tags, examples)
+        arms += _transfer(ctx, cases, box, full_shape, common_tags)
     except Exception as exc:
         ctx.result.failures.append(f"transfer: {type(exc).__name__}: {exc}")
         log(f"FAILED transfer: {exc}")
@@ -333,8 +337,8 @@ def run_segmentation_suite(suite: SuiteConfig, opts: RunOptions) -> RunResult:
     report_paths = write_report(summary, arms, examples, out_dir)
     parent = ctx.parents.get(default.name)
     if parent is not None:
-        for p in report_paths:
-            parent.log_artifact(p, "report")
+        for path in report_paths:
+            parent.log_artifact(path, "report")
         parent.log_artifact(out_dir / "summary.json", "report")
     ctx.result.summary = summary
     print((out_dir / "report.md").read_text())

@@ -42,13 +42,14 @@ class TrainConfig:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed torch and numpy; make CPU kernels deterministic."""
-    torch.manual_seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    """The one seeding of every torch model (baselines.torch_loop): python, numpy, torch,
+    deterministic CPU kernels."""
+    from baselines.torch_loop import seed_everything as seed_all
+
+    seed_all(seed)
 
 
-def _batch(cases: Sequence[SegCase], device: str, flip: Sequence[bool] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def _batch(cases: Sequence[SegCase], device: str, flip: Sequence[bool] | np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     x = np.stack([c.image for c in cases])
     y = np.stack([c.regions for c in cases])
     if flip is not None:

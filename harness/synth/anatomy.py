@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from typing import Any
+
 import nibabel as nib
 import numpy as np
 from scipy import ndimage
@@ -51,7 +53,7 @@ def template_dir() -> Path:
 
 
 def _load_map(name: str) -> tuple[np.ndarray, np.ndarray]:
-    img = nib.load(str(template_dir() / f"mni_icbm152_{name}_tal_nlin_sym_09a_converted.nii.gz"))
+    img: Any = nib.load(str(template_dir() / f"mni_icbm152_{name}_tal_nlin_sym_09a_converted.nii.gz"))
     return np.asarray(img.dataobj, dtype=np.float32) / 255.0, img.affine
 
 

@@ -103,7 +103,7 @@ def write_series(folder: Path, volume: np.ndarray, affine: np.ndarray, study: St
         sop_uid = uid(series.series_uid, "slice", k)
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = MRImageStorage
-        meta.MediaStorageSOPInstanceUID = sop_uid
+        meta.MediaStorageSOPInstanceUID = sop_uid  # type: ignore[assignment]  # pydicom coerces str
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
         meta.ImplementationClassUID = IMPLEMENTATION_UID
         meta.ImplementationVersionName = "HARNESS_SYNTH"
