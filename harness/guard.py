@@ -25,6 +25,7 @@ are marked ``control`` and never flagged.
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
@@ -110,23 +111,26 @@ class FoldGuard:
     n_val_scored: int = 0
     did_not_learn: bool | None = None
     error: str | None = None
+    #: Time spent scoring (not part of the fold's fit_predict_seconds).
+    seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FoldGuard":
-        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__ if k in d})
+        known: dict[str, Any] = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        return cls(**known)
 
 
 def score_rows(metric: str, model: Any, data: Any, train_y: np.ndarray) -> tuple[float, float]:
     """(model score, trivial control score) on the rows of ``data``."""
     y = data.y
     pid = data.samples["patient_id"].to_numpy()
-    pred = np.asarray(model.predict(data))
-    triv = trivial_predictions(train_y, len(data), data.target_kind, data.classes)
-    return (compute_metric(metric, y, pred, data.classes, pid),
-            compute_metric(metric, y, triv, data.classes, pid))
+    pred = list(np.asarray(model.predict(data)))
+    triv = list(trivial_predictions(train_y, len(data), data.target_kind, data.classes))
+    return (compute_metric(metric, list(y), pred, data.classes, list(pid)),
+            compute_metric(metric, list(y), triv, data.classes, list(pid)))
 
 
 def fold_guard(model: Any, train: Any, val: Any | None, *, metric: str, seed: int) -> FoldGuard:
@@ -135,6 +139,7 @@ def fold_guard(model: Any, train: Any, val: Any | None, *, metric: str, seed: in
     A failure here never fails the fold: the guard is then unknown, with the reason.
     """
     g = FoldGuard(metric=metric)
+    started = time.perf_counter()
     try:
         rows = train.subset(guard_rows(train.sample_ids, seed))
         g.train, g.train_trivial = score_rows(metric, model, rows, train.y)
@@ -146,6 +151,7 @@ def fold_guard(model: Any, train: Any, val: Any | None, *, metric: str, seed: in
     except Exception as exc:  # noqa: BLE001 - e.g. a baseline that cannot predict a subset
         g.error = f"{type(exc).__name__}: {exc}"[:300]
     g.did_not_learn = fold_did_not_learn(metric, g.train, g.train_trivial)
+    g.seconds = round(time.perf_counter() - started, 3)
     return g
 
 
