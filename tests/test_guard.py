@@ -163,7 +163,7 @@ def test_printed_table(guarded_run):
 def test_mlflow_tags_and_metrics(guarded_run, tiny_rembrandt, tmp_path):
     """Folds taken from the guarded run's cache are logged with their cached guard."""
     _, tmp, _ = guarded_run
-    suite = _suite(["majority", "logreg_dwtdct", UNTRAINED], {"logreg_dwtdct": {"image_size": 32}})
+    suite = _suite(["majority", "logreg_dwtdct", UNTRAINED], {"logreg_dwtdct": {"image_size": 32}}, ["row_random"])
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     result = _run(suite, tiny_rembrandt, tmp_path / "out", tmp / "cache", uri)
     assert result.folds_fitted == 0 and result.failures == []
@@ -174,10 +174,10 @@ def test_mlflow_tags_and_metrics(guarded_run, tiny_rembrandt, tmp_path):
     runs = client.search_runs([exp.experiment_id], max_results=500)
     parents = {(r.data.tags["baseline"], r.data.tags["protocol"]): r for r in runs
                if "mlflow.parentRunId" not in r.data.tags}
-    assert parents[(UNTRAINED, "patient_kfold")].data.tags["harness.did_not_learn"] == "true"
-    assert parents[("logreg_dwtdct", "patient_kfold")].data.tags["harness.did_not_learn"] == "false"
+    assert parents[(UNTRAINED, "row_random")].data.tags["harness.did_not_learn"] == "true"
+    assert parents[("logreg_dwtdct", "row_random")].data.tags["harness.did_not_learn"] == "false"
     assert parents[("majority", "row_random")].data.tags["harness.did_not_learn"] == "false"
-    m = parents[("logreg_dwtdct", "patient_kfold")].data.metrics
+    m = parents[("logreg_dwtdct", "row_random")].data.metrics
     assert m["train_accuracy"] > m["train_trivial_accuracy"] and "val_accuracy" in m and "patient_accuracy" in m
     folds = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[(UNTRAINED, "row_random")].info.run_id]
     assert folds and all("train_accuracy" in f.data.metrics for f in folds)
