@@ -14,6 +14,7 @@ import pytest
 from harness.audit.progression_mae import audit_numbers, verdict
 from harness.guard import (
     ABS_MARGIN,
+    MAX_GUARD_ROWS,
     FoldGuard,
     fold_did_not_learn,
     guard_metric,
@@ -62,7 +63,7 @@ def test_guard_metric_and_rows_are_deterministic():
     assert guard_metric([], "regression") == "mae"
     ids = [f"s{i}" for i in range(5000)]
     a, b = guard_rows(ids, seed=3), guard_rows(ids, seed=3)
-    assert a == b and len(a) == 2000 and a == sorted(a, key=ids.index)
+    assert a == b and len(a) == MAX_GUARD_ROWS and a == sorted(a, key=ids.index)
     assert guard_rows(ids[:10], seed=3) == ids[:10]
 
 
