@@ -223,8 +223,6 @@ def record_fold(plan: PlannedRun, fold: Fold, frame: pd.DataFrame, *, seconds: f
     metrics.update(guard_metrics(guard, control))
     if seconds is not None:
         metrics["fit_predict_seconds"] = seconds
-        if guard is not None:
-            metrics["guard_seconds"] = guard.seconds
     fold_tags = {"baseline": plan.baseline, "protocol": plan.protocol,
                  **({"target": plan.variant} if plan.variant else {}), **tags}
     if plan.guard_metric:

@@ -113,7 +113,8 @@ class FoldGuard:
     n_val_scored: int = 0
     did_not_learn: bool | None = None
     error: str | None = None
-    #: Time spent scoring (not part of the fold's fit_predict_seconds).
+    #: Time spent scoring (not part of the fold's fit_predict_seconds; kept in the fold
+    #: cache's guard file only, so MLflow metrics stay equal across --jobs).
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
