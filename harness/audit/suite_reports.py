@@ -26,6 +26,7 @@ from harness.audit.permutation import PermutationResult, permutation_test
 from harness.audit.provenance import label_provenance
 from harness.audit.selection import SelectionResult, preprocessing_scope, selection_study
 from harness.guard import MAX_GUARD_ROWS, RULE as LEARNING_RULE
+from harness.metrics import PATIENT_METRICS
 from harness.splits import SplitManifest, is_leaky
 
 DEFAULTS: dict[str, Any] = {
@@ -56,6 +57,9 @@ class VariantAudit:
     learning: dict[tuple[str, str], dict] = field(default_factory=dict)
     #: Why some inflation rows are missing (a baseline that did not learn).
     withheld: list[str] = field(default_factory=list)
+    #: The same inflation table for the suite's first patient-level metric, if it has one.
+    patient_metric: str | None = None
+    patient_inflation: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def did_not_learn(self) -> set[tuple[str, str]]:
@@ -81,6 +85,9 @@ def audit_variant(*, variant: str, task_data, manifests: dict[str, SplitManifest
     dnl = did_not_learn_keys(summary, variant)
     infl = inflation_table(preds, leaky, metric, classes=task_data.classes, n_boot=n_boot, seed=seed,
                            did_not_learn=dnl)
+    patient_metric = next((m for m in suite.metrics if m in PATIENT_METRICS), None)
+    patient_infl = pd.DataFrame() if patient_metric is None or patient_metric == metric else inflation_table(
+        preds, leaky, patient_metric, classes=task_data.classes, n_boot=n_boot, seed=seed, did_not_learn=dnl)
     regression = kind == "regression"
     n_jobs = max(1, int(getattr(opts, "jobs", 1) or 1))  # the run's --jobs: refits in parallel
     perm = permutation_test(x, samples, manifests, metric=metric, regression=regression,
@@ -100,7 +107,8 @@ def audit_variant(*, variant: str, task_data, manifests: dict[str, SplitManifest
                                     regression=regression, classes=task_data.classes)
     return VariantAudit(variant, metric, leak, probe, infl, perm, prov, over, sel,
                         scope if scope is not None else pd.DataFrame(), preds, leaky,
-                        learning=learning_index(summary, variant), withheld=withheld_inflation(preds, leaky, dnl))
+                        learning=learning_index(summary, variant), withheld=withheld_inflation(preds, leaky, dnl),
+                        patient_metric=patient_metric, patient_inflation=patient_infl)
 
 
 # --------------------------------------------------------------------------- documents
@@ -161,6 +169,9 @@ def leakage_report(suite_name: str, audits: list[VariantAudit], summary: dict) -
                                 "training rows says nothing about the split (rule: " + LEARNING_RULE + ").")
         if not a.inflation.empty:
             s.tables.append(("", a.inflation.drop(columns=["metric"])))
+        if not a.patient_inflation.empty:
+            s.tables.append((f"The same with one vote per patient and fold ({a.patient_metric})",
+                             a.patient_inflation.drop(columns=["metric"])))
         rows = [{**r, "baseline": r["baseline"] + (" (did not learn)" if r.get("did_not_learn") else "")}
                 for r in _metric_rows(summary, a.variant, a.metric)]
         if rows:
