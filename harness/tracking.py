@@ -158,6 +158,11 @@ class ParentRun:
         return run.info.run_id
 
     def finish(self, status: str = "FINISHED") -> None:
+        """Close the parent. Interrupted or failed, its fold runs still RUNNING are marked
+        KILLED first: a signal can land inside ``create_run``, after the store made the
+        run but before ``log_fold`` could guard it."""
+        if status != "FINISHED":
+            self.kill_stale_children()
         self.client.set_terminated(self.run_id, status=status)
 
 
