@@ -20,6 +20,7 @@ from harness.audit import report as R
 from harness.audit.claims import CLAIMS, Claim
 from harness.audit.verdict import RULES, audit_record
 from harness.console import log
+from harness.paths import default_cache_dir
 
 
 @dataclass
@@ -69,7 +70,7 @@ def run_claim(claim: Claim, opts: ClaimOptions) -> tuple[dict[str, Any], list[Pa
         f"{', '.join(protocols)}")
     result = run_suite(suite, RunOptions(
         data=opts.data, aux_data=opts.aux_data, out=out, tracking_uri=opts.tracking_uri, seed=opts.seed,
-        profile=opts.profile, device=opts.device, cache_dir=opts.cache_dir, progress=opts.progress,
+        profile=opts.profile, device=opts.device, cache_dir=opts.cache_dir or default_cache_dir(), progress=opts.progress,
         baselines=baselines, protocols=[p for p in protocols if p in suite.protocols],
     ))
     record = audit_record(claim, result.summary)
