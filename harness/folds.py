@@ -7,10 +7,16 @@ is plain data and :func:`run_fold_job` is a pure function of (job, data). Back i
 driver, each finished fold is written atomically to the fold cache *before* its nested
 MLflow run is logged, so a killed run resumes without refitting it, and MLflow has one
 writer however many workers there are.
+
+After the fit, each job also scores the model on its own training (and validation) rows
+next to the trivial control (:mod:`harness.guard`); that fold guard is written beside the
+fold's predictions (``fold<i>-guard.json``, before them, so a fold in the cache has its
+guard unless it was cached by an older version: then the guard is unknown).
 """
 
 from __future__ import annotations
 
+import json
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -27,6 +33,7 @@ from harness import __version__
 from harness.atomic import atomic_write
 from harness.console import log
 from harness.errors import HarnessError
+from harness.guard import FoldGuard, RunGuard, fold_guard, is_trivial_control, run_guard
 from harness.metrics import MetricEstimate, compute_metric, estimate
 from harness.parallel import limit_threads
 from harness.splits import Fold, SplitManifest
@@ -54,6 +61,8 @@ class FoldJob:
     weights: dict[str, str]
     threads: int
     trust_model_files: bool = False
+    #: Metric of the did-not-learn guard ("" skips it).
+    guard_metric: str = ""
 
 
 @dataclass
@@ -62,6 +71,7 @@ class FoldOutcome:
     seconds: float
     history: list[dict[str, float]]
     tags: dict[str, str]
+    guard: FoldGuard | None = None
 
 
 def fit_predict_fold(
@@ -99,9 +109,14 @@ def run_fold_job(job: FoldJob, data: TaskData) -> FoldOutcome:
         trust_model_files=job.trust_model_files,
     )
     model = create_baseline(job.baseline, profile=job.profile, **job.params)
+    guard = None
     with limit_threads(job.threads):
         frame, seconds = fit_predict_fold(model, data, job.fold, ctx)
-    return FoldOutcome(frame, seconds, list(ctx.history), {k: str(v) for k, v in ctx.tags.items()})
+        if job.guard_metric:
+            guard = fold_guard(model, data.subset(job.fold.train),
+                               data.subset(job.fold.val) if job.fold.val else None,
+                               metric=job.guard_metric, seed=job.seed + job.fold.index)
+    return FoldOutcome(frame, seconds, list(ctx.history), {k: str(v) for k, v in ctx.tags.items()}, guard)
 
 
 # -- the plan: lives in the driver ------------------------------------------------------
@@ -124,6 +139,10 @@ class PlannedRun:
     frames: dict[int, pd.DataFrame] = field(default_factory=dict)
     failure: str | None = None
     estimates: list[MetricEstimate] | None = None
+    #: The did-not-learn guard's metric, each fold's guard (None: unknown), the verdict.
+    guard_metric: str = ""
+    guards: dict[int, FoldGuard | None] = field(default_factory=dict)
+    guard: RunGuard | None = None
 
     @property
     def label(self) -> str:
@@ -135,6 +154,9 @@ class PlannedRun:
 
     def fold_path(self, fold_index: int) -> Path:
         return self.fold_dir / f"fold{fold_index}.csv"
+
+    def guard_path(self, fold_index: int) -> Path:
+        return self.fold_dir / f"fold{fold_index}-guard.json"
 
 
 def run_key(*, suite: Any, baseline: str, resolved_params: dict[str, Any], manifest: SplitManifest,
@@ -166,10 +188,26 @@ def fold_counts(data: TaskData, fold: Any) -> dict[str, int]:
     return counts
 
 
+def guard_metrics(guard: FoldGuard | RunGuard | None, control: bool = False) -> dict[str, float]:
+    """``train_<metric>``, ``val_<metric>`` and their trivial-control twins, for MLflow.
+
+    A trivial control (``control``) is never flagged, so its ``did_not_learn`` is 0.
+    """
+    if guard is None:
+        return {}
+    m = guard.metric
+    values = {f"train_{m}": guard.train, f"train_trivial_{m}": guard.train_trivial,
+              f"val_{m}": guard.val, f"val_trivial_{m}": guard.val_trivial}
+    if guard.did_not_learn is not None:
+        values["did_not_learn"] = 0.0 if control else float(guard.did_not_learn)
+    return {k: float(v) for k, v in values.items() if v is not None}
+
+
 def record_fold(plan: PlannedRun, fold: Fold, frame: pd.DataFrame, *, seconds: float | None,
-                tags: dict[str, str]) -> None:
+                tags: dict[str, str], guard: FoldGuard | None = None) -> None:
     """Keep a finished fold's predictions and log its nested MLflow run (once)."""
     plan.frames[fold.index] = frame
+    plan.guards[fold.index] = guard
     log(f"  {plan.label} | fold {fold.index}: {len(frame)} test samples"
         + (" (from cache)" if seconds is None else f" in {seconds:.1f}s"))
     if plan.parent is None or fold.index in plan.logged:
@@ -177,13 +215,22 @@ def record_fold(plan: PlannedRun, fold: Fold, frame: pd.DataFrame, *, seconds: f
     from harness.tracking import FoldRecord
 
     metrics = {
-        m: compute_metric(m, frame["y_true"].to_numpy(), frame["y_pred"].to_numpy(), plan.task.classes)
+        m: compute_metric(m, frame["y_true"].to_numpy(), frame["y_pred"].to_numpy(), plan.task.classes,
+                          frame["patient_id"].to_numpy())
         for m in plan.metrics
     }
+    control = is_trivial_control(plan.baseline)
+    metrics.update(guard_metrics(guard, control))
     if seconds is not None:
         metrics["fit_predict_seconds"] = seconds
+        if guard is not None:
+            metrics["guard_seconds"] = guard.seconds
     fold_tags = {"baseline": plan.baseline, "protocol": plan.protocol,
                  **({"target": plan.variant} if plan.variant else {}), **tags}
+    if plan.guard_metric:
+        fold_tags["harness.did_not_learn"] = ("false" if control else "unknown"
+                                              if guard is None or guard.did_not_learn is None
+                                              else str(guard.did_not_learn).lower())
     plan.parent.log_fold(
         FoldRecord(index=fold.index, params={"fold": fold.index, **fold_counts(plan.task, fold)},
                    metrics=metrics, tags=fold_tags, artifacts=[plan.fold_path(fold.index)]),
@@ -199,20 +246,32 @@ def take_cached_folds(plan: PlannedRun) -> list[Fold]:
         path = plan.fold_path(fold.index)
         if path.exists():
             record_fold(plan, fold, read_prediction_file(path, plan.task.target_kind), seconds=None,
-                        tags={"resumed_from_cache": "true"})
+                        tags={"resumed_from_cache": "true"}, guard=read_guard(plan.guard_path(fold.index)))
         else:
             to_fit.append(fold)
     return to_fit
 
 
+def read_guard(path: Path) -> FoldGuard | None:
+    """A cached fold's guard; None (unknown) when the fold predates the guard."""
+    try:
+        return FoldGuard.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
 def store_outcome(plan: PlannedRun, fold: Fold, outcome: FoldOutcome) -> None:
-    """Fold cache first (atomic), then MLflow: a crash in between loses nothing."""
+    """Fold cache first (atomic; the guard before the predictions that mark the fold
+    done), then MLflow: a crash in between loses nothing."""
+    if outcome.guard is not None:
+        text = json.dumps(outcome.guard.to_dict(), indent=1) + "\n"
+        atomic_write(plan.guard_path(fold.index), lambda fh: fh.write(text), text=True)
     write_csv_atomic(outcome.predictions, plan.fold_path(fold.index))
     if outcome.history:
         write_csv_atomic(pd.DataFrame(outcome.history), plan.fold_dir / f"fold{fold.index}-history.csv")
     if plan.failure is None:
         record_fold(plan, fold, outcome.predictions, seconds=outcome.seconds,
-                    tags={k: v[:480] for k, v in outcome.tags.items()})
+                    tags={k: v[:480] for k, v in outcome.tags.items()}, guard=outcome.guard)
 
 
 def finish_run(plan: PlannedRun, *, out_dir: Path, n_boot: int, seed: int,
@@ -225,7 +284,19 @@ def finish_run(plan: PlannedRun, *, out_dir: Path, n_boot: int, seed: int,
     write_csv_atomic(pooled, pred_out)
     estimates = [estimate(metric, frames, classes=plan.task.classes, n_boot=n_boot, seed=seed)
                  for metric in plan.metrics]
+    if plan.guard_metric:
+        plan.guard = run_guard(plan.baseline, plan.guard_metric,
+                               [plan.guards.get(f.index) for f in plan.manifest.folds])
+        if plan.guard.did_not_learn:
+            log(f"  {plan.label}: did not learn (training {plan.guard.metric} {plan.guard.train:.3f} "
+                f"vs trivial {plan.guard.train_trivial:.3f} in {plan.guard.folds_did_not_learn} of "
+                f"{plan.guard.folds_known} folds)")
     if plan.parent is not None:
+        if plan.guard is not None:
+            plan.parent.log_metrics(guard_metrics(plan.guard))
+            plan.parent.set_tags({"harness.did_not_learn": plan.guard.status(),
+                                  "harness.guard_metric": plan.guard.metric,
+                                  "harness.control": str(plan.guard.control).lower()})
         plan.parent.log_artifact(plan.manifest_path, "manifests")
         plan.parent.log_artifact(pred_out, "predictions")
         for path in stage_files:

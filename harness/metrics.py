@@ -10,6 +10,14 @@ replicate is then a patient-count vector times those statistics.
 Point estimates equal scikit-learn's (``accuracy_score``, ``balanced_accuracy_score``,
 ``f1_score(average="macro", labels=classes, zero_division=0)``, ``mean_absolute_error``,
 ``root_mean_squared_error``, ``r2_score``).
+
+Patient-level metrics (``patient_accuracy``, ``patient_balanced_accuracy``,
+``patient_macro_f1``) first reduce each patient's test rows of a fold to one vote: the
+most frequent predicted class (ties: the first tied class in class order), against the
+patient's true label (its most frequent label, same tie rule, if the rows disagree).
+Why: with every head slice sampled most slices show no tumour, which caps slice-level
+scores even for a perfect reader of tumour slices; a clinician grades the patient. Each
+patient is then one confusion-matrix entry, so the same patient bootstrap applies.
 """
 
 from __future__ import annotations
@@ -22,7 +30,12 @@ import pandas as pd
 
 from harness.errors import HarnessError
 
+#: Row-level classification metrics (each equal to scikit-learn's on the rows).
 CLASSIFICATION_METRICS: tuple[str, ...] = ("accuracy", "balanced_accuracy", "macro_f1")
+#: One vote per patient and fold, scored like the row metric of the same name.
+PATIENT_METRICS: tuple[str, ...] = tuple(f"patient_{m}" for m in CLASSIFICATION_METRICS)
+#: Every metric computed from confusion matrices (row and patient level).
+CONFUSION_METRICS: tuple[str, ...] = CLASSIFICATION_METRICS + PATIENT_METRICS
 REGRESSION_METRICS: tuple[str, ...] = ("mae", "rmse", "r2")
 FOLD_COLUMNS: tuple[str, ...] = ("patient_id", "y_true", "y_pred")
 
@@ -38,6 +51,8 @@ class MetricEstimate:
     n_samples: int
     n_folds: int
     fold_values: list[float] = field(default_factory=list)
+    #: Caveats of the estimate (e.g. patients whose rows carry different labels).
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """JSON-ready dict (for summary.json)."""
@@ -51,13 +66,14 @@ class MetricEstimate:
 
 
 def _check_name(name: str) -> None:
-    if name not in CLASSIFICATION_METRICS + REGRESSION_METRICS:
-        known = ", ".join(CLASSIFICATION_METRICS + REGRESSION_METRICS)
+    if name not in CONFUSION_METRICS + REGRESSION_METRICS:
+        known = ", ".join(CONFUSION_METRICS + REGRESSION_METRICS)
         raise HarnessError(f"unknown metric {name!r}; known metrics: {known}")
 
 
 def _from_confusion(name: str, cm: np.ndarray) -> np.ndarray:
     """Classification metric from confusion matrices (..., C, C), rows = true class."""
+    name = name.removeprefix("patient_")  # patient metrics: the same kernel on patient votes
     tp = np.diagonal(cm, axis1=-2, axis2=-1)
     support = cm.sum(axis=-1)
     predicted = cm.sum(axis=-2)
@@ -122,13 +138,16 @@ def _patient_stats(
     """Per-patient sufficient statistics (P, K) of one fold, in patient order."""
     patient, _ = pd.factorize(frame["patient_id"], sort=True)
     n_pat = int(patient.max()) + 1
-    if name in CLASSIFICATION_METRICS:
+    if name in CONFUSION_METRICS:
         assert classes is not None
         c = len(classes)
         t = _class_index(frame["y_true"].to_numpy(), classes)
         p = _class_index(frame["y_pred"].to_numpy(), classes)
         flat = np.bincount(patient * c * c + t * c + p, minlength=n_pat * c * c)
-        return flat.reshape(n_pat, c * c).astype(np.float64)
+        rows = flat.reshape(n_pat, c * c).astype(np.float64)
+        if name in PATIENT_METRICS:
+            return _votes_one_hot(rows, c)
+        return rows
     y = frame["y_true"].to_numpy(dtype=np.float64)
     e = frame["y_pred"].to_numpy(dtype=np.float64) - y
     if not (np.isfinite(y).all() and np.isfinite(e).all()):
@@ -138,9 +157,48 @@ def _patient_stats(
     return np.stack([np.bincount(patient, weights=v, minlength=n_pat) for v in cols], axis=1)
 
 
+def _votes_one_hot(rows: np.ndarray, c: int) -> np.ndarray:
+    """Per-patient row confusion counts (P, C*C) -> one (true, vote) entry per patient.
+
+    ``argmax`` returns the first maximum, so ties go to the first class in class order:
+    deterministic, and documented in the module docstring.
+    """
+    cm = rows.reshape(-1, c, c)
+    truth = cm.sum(axis=2).argmax(axis=1)  # most frequent true label
+    vote = cm.sum(axis=1).argmax(axis=1)  # most frequent predicted label
+    out = np.zeros((len(cm), c * c))
+    out[np.arange(len(cm)), truth * c + vote] = 1.0
+    return out
+
+
+def patient_votes(frame: pd.DataFrame, classes: Sequence | None = None) -> pd.DataFrame:
+    """One row per patient of one fold: its vote, its label, its rows, and whether its
+    rows disagree on the label (then the most frequent label is used)."""
+    _check_frame(frame, "predictions")
+    cls = _resolve_classes([frame], classes)
+    c = len(cls)
+    rows = _patient_stats("accuracy", frame, cls).reshape(-1, c, c)
+    truth_counts = rows.sum(axis=2)
+    return pd.DataFrame({
+        "patient_id": np.sort(frame["patient_id"].unique()),
+        "y_true": cls[truth_counts.argmax(axis=1)],
+        "y_pred": cls[rows.sum(axis=1).argmax(axis=1)],
+        "n_rows": truth_counts.sum(axis=1).astype(int),
+        "label_mixed": (truth_counts > 0).sum(axis=1) > 1,
+    })
+
+
+def _mixed_label_note(folds: Sequence[pd.DataFrame]) -> list[str]:
+    """A note when some patient's test rows carry more than one label."""
+    n = sum(int((f.groupby("patient_id")["y_true"].nunique() > 1).sum()) for f in folds)
+    if not n:
+        return []
+    return [f"{n} patient-fold(s) have rows with different labels; their most frequent label was used"]
+
+
 def _metric_from_stats(name: str, stats: np.ndarray, n_classes: int | None) -> np.ndarray:
     """Dispatch summed statistics (..., K) to the metric kernel."""
-    if name in CLASSIFICATION_METRICS:
+    if name in CONFUSION_METRICS:
         assert n_classes is not None
         return _from_confusion(name, stats.reshape(*stats.shape[:-1], n_classes, n_classes))
     return _from_regression_stats(name, stats)
@@ -158,13 +216,20 @@ def _check_frame(frame: pd.DataFrame, where: str) -> None:
 
 
 def compute_metric(
-    name: str, y_true: Sequence, y_pred: Sequence, classes: Sequence | None = None
+    name: str, y_true: Sequence, y_pred: Sequence, classes: Sequence | None = None,
+    patient_ids: Sequence | None = None,
 ) -> float:
-    """One metric on one set of predictions (same value as scikit-learn)."""
+    """One metric on one set of predictions (same value as scikit-learn).
+
+    Patient-level metrics need ``patient_ids`` (one per row) to form the votes.
+    """
     _check_name(name)
-    frame = pd.DataFrame({"patient_id": 0, "y_true": list(y_true), "y_pred": list(y_pred)})
+    if name in PATIENT_METRICS and patient_ids is None:
+        raise HarnessError(f"metric {name!r} needs the patient id of every row")
+    pid = 0 if patient_ids is None else list(patient_ids)
+    frame = pd.DataFrame({"patient_id": pid, "y_true": list(y_true), "y_pred": list(y_pred)})
     _check_frame(frame, "predictions")
-    cls = _resolve_classes([frame], classes) if name in CLASSIFICATION_METRICS else None
+    cls = _resolve_classes([frame], classes) if name in CONFUSION_METRICS else None
     stats = _patient_stats(name, frame, cls).sum(axis=0)
     return float(_metric_from_stats(name, stats, None if cls is None else len(cls)))
 
@@ -198,7 +263,7 @@ def estimate(
         raise HarnessError(f"metric {name!r}: no folds given")
     for i, frame in enumerate(folds):
         _check_frame(frame, f"fold {i} predictions")
-    cls = _resolve_classes(folds, classes) if name in CLASSIFICATION_METRICS else None
+    cls = _resolve_classes(folds, classes) if name in CONFUSION_METRICS else None
     n_classes = None if cls is None else len(cls)
 
     per_fold = [_patient_stats(name, f, cls) for f in folds]
@@ -227,6 +292,7 @@ def estimate(
         n_samples=int(sum(len(f) for f in folds)),
         n_folds=len(folds),
         fold_values=fold_values,
+        notes=_mixed_label_note(folds) if name in PATIENT_METRICS else [],
     )
 
 

@@ -40,6 +40,7 @@ from harness.folds import (
     take_cached_folds,
     write_csv_atomic as _write_csv_atomic,
 )
+from harness.guard import RunGuard, guard_metric
 from harness.metrics import MetricEstimate
 from harness.parallel import CachedVolumes, make_executor, materialize_volumes, run_jobs
 from harness.provenance import git_commit, package_versions
@@ -251,6 +252,7 @@ def plan_run(
         index=index, variant=variant, baseline=baseline_name, protocol=protocol, params=dict(params),
         manifest=manifest, manifest_path=manifest_path, task=data.task_data, metrics=list(suite.metrics),
         fold_dir=opts.cache_dir / "folds" / key,
+        guard_metric=guard_metric(suite.metrics, data.task_data.target_kind),
     )
     tags = {
         **common_tags,
@@ -314,6 +316,7 @@ def execute_plans(plans: list[PlannedRun], data_by_variant: dict[str, PreparedDa
                 run_index=plan.index, data_key=plan.variant, baseline=plan.baseline, params=plan.params,
                 fold=fold, seed=seed, device=opts.device, profile=opts.profile, work_dir=work_dir,
                 weights=weights, threads=opts.threads_per_job, trust_model_files=opts.trust_model_files,
+                guard_metric=plan.guard_metric,
             ))
         finish_if_complete(plan)
     if not jobs:
@@ -435,6 +438,7 @@ def run_suite(suite: SuiteConfig, opts: RunOptions) -> RunResult:
     summaries: list[tuple[str, dict[str, Any]]] = []
     for variant, view in data.views.items():
         estimates: list[tuple[str, str, MetricEstimate]] = []
+        learning: list[tuple[str, str, RunGuard]] = []
         for plan in plans:
             if plan.variant != variant:
                 continue
@@ -442,12 +446,15 @@ def run_suite(suite: SuiteConfig, opts: RunOptions) -> RunResult:
                 result.failures.append(f"{plan.label}: {plan.failure}")
             elif plan.estimates is not None:
                 estimates += [(plan.baseline, plan.protocol, est) for est in plan.estimates]
+                if plan.guard is not None:
+                    learning.append((plan.baseline, plan.protocol, plan.guard))
         summaries.append((variant, build_summary(
             suite=suite,
             dataset_name=data.dataset_name,
             fingerprint=data.fingerprint,
             task_data=view,
             estimates=estimates,
+            learning=learning,
             manifests=all_manifests[variant],
             failures=result.failures,
             seconds=time.perf_counter() - started,
@@ -519,6 +526,7 @@ def _merge_summaries(parts: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
         return parts[0][1]
     merged = dict(parts[0][1])
     merged["results"] = [{"target": v, **r} for v, part in parts for r in part["results"]]
+    merged["learning"] = [{"target": v, **r} for v, part in parts for r in part.get("learning", [])]
     merged["manifests"] = {f"{v}-{p}": sha for v, part in parts for p, sha in part["manifests"].items()}
     merged["targets"] = {v: part["dataset"] for v, part in parts}
     merged["dataset"] = dict(parts[0][1]["dataset"])

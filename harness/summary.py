@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from harness.atomic import atomic_write
+from harness.guard import RULE, RunGuard
 from harness.metrics import MetricEstimate
 from harness.splits import SplitManifest, is_leaky
 from harness.suite import SuiteConfig
@@ -25,13 +26,23 @@ def build_summary(
     failures: list[str],
     seconds: float,
     seed: int,
+    learning: Iterable[tuple[str, str, RunGuard]] = (),
 ) -> dict[str, Any]:
-    """One entry per baseline x protocol x metric, with its CI and sample sizes."""
+    """One entry per baseline x protocol x metric, with its CI and sample sizes; and one
+    ``learning`` entry per baseline x protocol: the did-not-learn guard (harness.guard),
+    whose ``did_not_learn`` and ``control`` are copied into each of its results."""
+    guards = {(b, p): g for b, p, g in learning}
+    learning_rows = [
+        {"baseline": b, "protocol": p, **{k: (_num(v) if isinstance(v, float) else v)
+                                          for k, v in g.to_dict().items()}}
+        for (b, p), g in guards.items()
+    ]
     results = [
         {
             "baseline": baseline,
             "protocol": protocol,
             "leaky_protocol": is_leaky(manifests[protocol]),
+            **_guard_flags(guards.get((baseline, protocol))),
             "metric": est.metric,
             "mean": _num(est.mean),
             "ci95": [_num(est.ci95[0]), _num(est.ci95[1])],
@@ -39,6 +50,7 @@ def build_summary(
             "n_samples": est.n_samples,
             "n_folds": est.n_folds,
             "fold_values": [_num(v) for v in est.fold_values],
+            **({"notes": list(est.notes)} if est.notes else {}),
         }
         for baseline, protocol, est in estimates
     ]
@@ -53,11 +65,19 @@ def build_summary(
         },
         "seed": seed,
         "results": results,
+        "learning": learning_rows,
+        "learning_rule": RULE,
         "manifests": {protocol: m.sha256 for protocol, m in manifests.items()},
         "failures": failures,
         "seconds": round(seconds, 1),
         "config": suite.to_dict(),
     }
+
+
+def _guard_flags(guard: RunGuard | None) -> dict[str, Any]:
+    if guard is None:
+        return {}
+    return {"did_not_learn": guard.did_not_learn, "control": guard.control}
 
 
 def _num(value: float) -> float | None:
@@ -85,12 +105,13 @@ def format_table(summary: dict[str, Any]) -> str:
     baselines = list(dict.fromkeys(r["baseline"] for r in results))
     metrics = list(dict.fromkeys(r["metric"] for r in results))
     index = {(r["baseline"], r["protocol"], r["metric"]): r for r in results}
+    names = {b: b + _not_learned_marker(results, b, protocols) for b in baselines}
     n_patients = {p: next((r["n_patients"] for r in results if r["protocol"] == p), 0) for p in protocols}
     headers = ["metric", "baseline"] + [
         f"{p}{' (LEAKY)' if leaky[p] else ''}" for p in protocols
     ]
     rows = [
-        [m, b] + [_cell(index.get((b, p, m))) for p in protocols]
+        [m, names[b]] + [_cell(index.get((b, p, m))) for p in protocols]
         for m in metrics
         for b in baselines
     ]
@@ -106,6 +127,38 @@ def format_table(summary: dict[str, Any]) -> str:
     lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in rows]
     if any(leaky.values()):
         lines.append("LEAKY: the protocol lets one patient's samples sit in both training and test.")
+    lines += _learning_lines(summary)
     if summary.get("failures"):
         lines.append("FAILED: " + "; ".join(summary["failures"]))
     return "\n".join(lines)
+
+
+def _not_learned_marker(results: list[dict[str, Any]], baseline: str, protocols: list[str]) -> str:
+    """" (did not learn)" when flagged under every protocol, else the protocols it was flagged under."""
+    flagged = list(dict.fromkeys(r["protocol"] for r in results
+                                 if r["baseline"] == baseline and r.get("did_not_learn")))
+    if not flagged:
+        return ""
+    return " (did not learn)" if len(flagged) == len(protocols) else f" (did not learn: {', '.join(flagged)})"
+
+
+def _learning_lines(summary: dict[str, Any]) -> list[str]:
+    """The guard's findings under the table: who did not learn, with the two scores."""
+    bad = [g for g in summary.get("learning", []) if g.get("did_not_learn")]
+    unknown = [g for g in summary.get("learning", []) if g.get("did_not_learn") is None]
+    lines = []
+    if bad:
+        lines.append("DID NOT LEARN: " + "; ".join(
+            f"{g['baseline']} | {g['protocol']}: training {g['metric']} {_fmt(g['train'])} vs trivial "
+            f"{_fmt(g['train_trivial'])} ({g['folds_did_not_learn']}/{g['folds_known']} folds)" for g in bad)
+            + ".")
+        lines.append("  rule: " + summary.get("learning_rule", "") + ". Comparisons drawn from these models "
+                     "are withheld in the reports.")
+    if unknown:
+        lines.append("LEARNING UNKNOWN (fold cache older than the guard): "
+                     + ", ".join(f"{g['baseline']} | {g['protocol']}" for g in unknown))
+    return lines
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"

@@ -139,6 +139,11 @@ class ParentRun:
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Tags known only when the run ends (e.g. ``harness.did_not_learn``)."""
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, str(value))
+
     def log_fold(self, fold: FoldRecord, run_name: str) -> str:
         """One nested run for a finished fold: params, metrics, tags, artifacts, FINISHED."""
         run = self.client.create_run(

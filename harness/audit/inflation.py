@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Collection, Sequence
 
 import numpy as np
 import pandas as pd
 
 from harness.predictions import read_prediction_file
 from harness.metrics import (
-    CLASSIFICATION_METRICS,
+    CONFUSION_METRICS,
     _metric_from_stats,
     _patient_stats,
     _pooled_stats,
@@ -70,7 +70,7 @@ class Boot:
 def bootstrap(name: str, frames: Sequence[pd.DataFrame], *, classes: Sequence | None = None,
               n_boot: int = 1000, seed: int = 0) -> Boot:
     """Same estimate and replicates as :func:`harness.metrics.estimate`."""
-    cls = _resolve_classes(list(frames), classes) if name in CLASSIFICATION_METRICS else None
+    cls = _resolve_classes(list(frames), classes) if name in CONFUSION_METRICS else None
     nc = None if cls is None else len(cls)
     strata = _strata(name, frames, cls)
     point = float(np.mean([_metric_from_stats(name, s.sum(axis=0), nc) for s in strata]))
@@ -84,7 +84,7 @@ def paired_difference(name: str, a: Sequence[pd.DataFrame], b: Sequence[pd.DataF
                       classes: Sequence | None = None, n_boot: int = 1000, seed: int = 0) -> Boot:
     """Metric of ``a`` minus metric of ``b`` on the same test rows; the same patients are
     drawn for both in every replicate (a paired cluster bootstrap)."""
-    cls = _resolve_classes(list(a) + list(b), classes) if name in CLASSIFICATION_METRICS else None
+    cls = _resolve_classes(list(a) + list(b), classes) if name in CONFUSION_METRICS else None
     nc = None if cls is None else len(cls)
     sa, sb = _strata(name, a, cls), _strata(name, b, cls)
     if len(sa) != len(sb) or any(x.shape[0] != y.shape[0] for x, y in zip(sa, sb)):
@@ -114,17 +114,25 @@ def inflation_table(
     classes: Sequence | None = None,
     n_boot: int = 1000,
     seed: int = 0,
+    did_not_learn: Collection[tuple[str, str]] = (),
 ) -> pd.DataFrame:
     """One row per baseline x (leaky protocol, honest protocol): both estimates and the
-    inflation (leaky minus honest) with its CI; controls are marked."""
+    inflation (leaky minus honest) with its CI; controls are marked.
+
+    A pair where the baseline did not learn under either protocol (``did_not_learn``:
+    (baseline, protocol) keys, see :mod:`harness.guard`) is left out: the difference
+    between two scores of a model that fitted nothing says nothing about the split.
+    :func:`withheld_inflation` names them.
+    """
     rows = []
+    skip = set(did_not_learn)
     baselines = sorted({b for b, _ in preds})
     leaky_ps = [p for p, v in leaky.items() if v]
     honest_ps = [p for p, v in leaky.items() if not v]
     for b in baselines:
         for lp in leaky_ps:
             for hp in honest_ps:
-                if (b, lp) not in preds or (b, hp) not in preds:
+                if (b, lp) not in preds or (b, hp) not in preds or {(b, lp), (b, hp)} & skip:
                     continue
                 x = bootstrap(metric, preds[(b, lp)], classes=classes, n_boot=n_boot, seed=seed)
                 y = bootstrap(metric, preds[(b, hp)], classes=classes, n_boot=n_boot, seed=seed + 1)
@@ -137,6 +145,19 @@ def inflation_table(
                     "significant": bool(lo == lo and (lo > 0 or hi < 0)),
                 })
     return pd.DataFrame(rows)
+
+
+def withheld_inflation(preds: dict[tuple[str, str], list[pd.DataFrame]], leaky: dict[str, bool],
+                       did_not_learn: Collection[tuple[str, str]]) -> list[str]:
+    """One sentence per baseline whose inflation is not computed because it did not learn."""
+    skip = set(did_not_learn)
+    out = []
+    for b in sorted({b for b, _ in preds}):
+        bad = [p for p in leaky if (b, p) in skip and (b, p) in preds]
+        if bad and any(v for p, v in leaky.items() if (b, p) in preds) and any(
+                not v for p, v in leaky.items() if (b, p) in preds):
+            out.append(f"inflation not computed: {b} did not learn (under {', '.join(bad)})")
+    return out
 
 
 def beats(name: str, model: Sequence[pd.DataFrame], reference: Sequence[pd.DataFrame], **kw) -> tuple[Boot, bool]:

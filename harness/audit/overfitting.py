@@ -49,6 +49,17 @@ def curve_summary(history: pd.DataFrame) -> dict[str, float]:
     return out
 
 
+def learning_index(summary: dict[str, Any], variant: str | None = None) -> dict[tuple[str, str], dict]:
+    """summary.json's ``learning`` entries by (baseline, protocol), of one variant if given."""
+    return {(g["baseline"], g["protocol"]): g for g in summary.get("learning", [])
+            if variant is None or g.get("target", "") == variant}
+
+
+def did_not_learn_keys(summary: dict[str, Any], variant: str | None = None) -> set[tuple[str, str]]:
+    """(baseline, protocol) pairs flagged did_not_learn."""
+    return {k for k, g in learning_index(summary, variant).items() if g.get("did_not_learn")}
+
+
 def effective_sample_size(n_rows: int, n_patients: int, icc: float) -> float:
     """Kish's design effect for clustered rows: n / (1 + (m - 1) ICC), m = rows per patient."""
     if n_patients <= 0:
@@ -63,14 +74,18 @@ class OverfittingResult:
     curves: dict[tuple[str, str], dict[int, pd.DataFrame]] = field(default_factory=dict)
     table: pd.DataFrame = field(default_factory=pd.DataFrame)
     warnings: list[str] = field(default_factory=list)
+    #: One line per baseline x protocol the did-not-learn guard flagged (or could not judge).
+    not_learned: list[str] = field(default_factory=list)
 
 
 def overfitting_table(
     summary: dict[str, Any], runs: list[dict[str, Any]], preds: dict[tuple[str, str], list[pd.DataFrame]],
     *, metric: str, icc: float,
 ) -> OverfittingResult:
-    """One row per baseline x protocol; the curves for the figures; the warnings."""
+    """One row per baseline x protocol; the curves for the figures; the warnings; the
+    did-not-learn guard's scores (summary.json ``learning``) and its flags."""
     res = OverfittingResult()
+    learning = learning_index(summary)
     rows = []
     entries = {(r["baseline"], r["protocol"]): r for r in summary.get("results", []) if r["metric"] == metric}
     for run in runs:
@@ -85,6 +100,7 @@ def overfitting_table(
         n_rows = sum(len(f) for f in frames)
         n_pat = int(pd.concat([f["patient_id"] for f in frames]).nunique()) if frames else 0
         fold_values = [v for v in entry.get("fold_values", []) if v is not None]
+        guard = learning.get(key) or {}
         row = {
             "baseline": key[0], "protocol": key[1], "leaky_protocol": entry.get("leaky_protocol"),
             "metric": metric, "mean": entry.get("mean"), "ci95": tuple(entry.get("ci95", (None, None))),
@@ -93,6 +109,10 @@ def overfitting_table(
             "test_patients_per_fold": f"{min(test_pat)}-{max(test_pat)}" if test_pat else "",
             "patients": n_pat, "rows": n_rows,
             "effective_n": effective_sample_size(n_rows, n_pat, icc),
+            "guard_metric": guard.get("metric"), "train_score": guard.get("train"),
+            "train_trivial": guard.get("train_trivial"), "val_score": guard.get("val"),
+            "val_trivial": guard.get("val_trivial"), "control": guard.get("control"),
+            "did_not_learn": guard.get("did_not_learn"),
         }
         if per:
             frame = pd.DataFrame(per)
@@ -100,6 +120,13 @@ def overfitting_table(
                 if col in frame:
                     row[col] = float(frame[col].mean())
         rows.append(row)
+        if guard.get("did_not_learn"):
+            res.not_learned.append(
+                f"{key[0]} | {key[1]}: did not learn: training {guard['metric']} {guard['train']:.3f} vs trivial "
+                f"{guard['train_trivial']:.3f} in {guard['folds_did_not_learn']} of {guard['folds_known']} fold(s); "
+                "no comparison is drawn from it")
+        elif guard and guard.get("did_not_learn") is None:
+            res.not_learned.append(f"{key[0]} | {key[1]}: learning unknown ({'; '.join(guard.get('notes', []))})")
         if test_pat and min(test_pat) < MIN_TEST_PATIENTS:
             res.warnings.append(
                 f"{key[0]} | {key[1]}: a test fold holds only {min(test_pat)} patient(s) (< {MIN_TEST_PATIENTS}); "

@@ -41,15 +41,31 @@ def _ci(b) -> str:
     return f"{b.point:.2f} [{lo:.2f}, {hi:.2f}]" if lo == lo else f"{b.point:.2f} [-]"
 
 
-def audit_numbers(preds: dict, *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """MAE with CI per baseline x protocol, and the paired comparisons the verdict needs."""
+def audit_numbers(preds: dict, *, n_boot: int = 1000, seed: int = 0,
+                  learning: dict | None = None) -> dict[str, Any]:
+    """MAE with CI per baseline x protocol, and the paired comparisons the verdict needs.
+
+    ``learning``: the did-not-learn guard per (baseline, protocol) (summary.json
+    ``learning``); no comparison is drawn from a model it flagged.
+    """
+    learning = learning or {}
     est = {k: bootstrap("mae", v, n_boot=n_boot, seed=seed) for k, v in preds.items()}
     vs_mean = {}
     for b in (MODEL, HONEST_CONTROL, MEMORISER):
         for p in HONEST + (PAPER_SPLIT,):
-            if (b, p) in preds and (MEAN, p) in preds:
+            if (b, p) in preds and (MEAN, p) in preds and not (learning.get((b, p)) or {}).get("did_not_learn"):
                 vs_mean[(b, p)] = beats("mae", preds[(b, p)], preds[(MEAN, p)], n_boot=n_boot, seed=seed)
-    return {"est": est, "vs_mean": vs_mean}
+    return {"est": est, "vs_mean": vs_mean, "learning": learning}
+
+
+def _not_learned(numbers: dict[str, Any], baseline: str, protocols: tuple[str, ...]) -> list[str]:
+    """The protocols under which the guard flagged ``baseline`` (with its two scores)."""
+    out = []
+    for p in protocols:
+        g = numbers.get("learning", {}).get((baseline, p)) or {}
+        if g.get("did_not_learn"):
+            out.append(f"{p}: training {g['metric']} {g['train']:.2f} vs mean predictor {g['train_trivial']:.2f}")
+    return out
 
 
 def verdict(numbers: dict[str, Any]) -> list[str]:
@@ -59,6 +75,11 @@ def verdict(numbers: dict[str, Any]) -> list[str]:
     lines = []
     if not honest or (MODEL, PAPER_SPLIT) not in est:
         return [f"Not enough results to judge: {MODEL} needs the paper's split and a patient-held-out protocol."]
+    model_bad = _not_learned(numbers, MODEL, (PAPER_SPLIT,) + tuple(honest))
+    if model_bad:
+        return [f"**Inconclusive: {MODEL} did not learn** ({'; '.join(model_bad)}). Its training MAE does not "
+                f"clearly beat the mean predictor on its own training rows, so its scores under any split say "
+                f"nothing about the claim; no verdict is drawn from it."]
     model_beats = [p for p in honest if vs.get((MODEL, p), (None, False))[1]]
     row = est[(MODEL, PAPER_SPLIT)]
     held = ", ".join(f"{_ci(est[(MODEL, p)])} ({p})" for p in honest)
@@ -77,7 +98,10 @@ def verdict(numbers: dict[str, Any]) -> list[str]:
         lines.append(
             f"**Mixed evidence.** With whole patients held out, the {MODEL} MAE is {held} months; it beats the mean "
             f"predictor ({mean_held}) only under {', '.join(model_beats)}. The 0.02-month figure is not reproduced.")
-    if (MEMORISER, PAPER_SPLIT) in est:
+    mem_bad = _not_learned(numbers, MEMORISER, (PAPER_SPLIT,) + tuple(honest))
+    if mem_bad:
+        lines.append(f"No memoriser comparison: {MEMORISER} did not learn ({'; '.join(mem_bad)}).")
+    elif (MEMORISER, PAPER_SPLIT) in est:
         mem_row = est[(MEMORISER, PAPER_SPLIT)]
         mem_held = ", ".join(_ci(est[(MEMORISER, p)]) for p in honest if (MEMORISER, p) in est)
         lines.append(
@@ -86,7 +110,10 @@ def verdict(numbers: dict[str, Any]) -> list[str]:
             f"do nothing but recognise a patient and copy its training target, reaches {_ci(mem_row)} on that split "
             f"and {mem_held} with patients held out: the row split rewards recognising patients, not predicting "
             f"progression.")
-    if (HONEST_CONTROL, honest[0]) in est:
+    ctl_bad = _not_learned(numbers, HONEST_CONTROL, tuple(honest))
+    if ctl_bad:
+        lines.append(f"No positive-control comparison: {HONEST_CONTROL} did not learn ({'; '.join(ctl_bad)}).")
+    elif (HONEST_CONTROL, honest[0]) in est:
         ok = [p for p in honest if vs.get((HONEST_CONTROL, p), (None, False))[1]]
         lines.append(
             f"Positive control: {HONEST_CONTROL} (ridge on the perfusion peak of the patient's own scans) "
@@ -98,7 +125,8 @@ def verdict(numbers: dict[str, Any]) -> list[str]:
 
 def write_audit(out_dir: Path, summary: dict, audit: Any, *, suite: Any, data: Any, seed: int) -> list[Path]:
     """``audit.md`` and ``audit.html`` beside ``summary.json``."""
-    numbers = audit_numbers(audit.preds, n_boot=int(suite.n_boot), seed=seed)
+    numbers = audit_numbers(audit.preds, n_boot=int(suite.n_boot), seed=seed,
+                            learning=getattr(audit, "learning", {}))
     est, vs = numbers["est"], numbers["vs_mean"]
     rows = []
     for b in (MODEL, MEAN, "median", MEMORISER, HONEST_CONTROL):
@@ -106,7 +134,8 @@ def write_audit(out_dir: Path, summary: dict, audit: Any, *, suite: Any, data: A
             if (b, p) in est:
                 e = est[(b, p)]
                 d = vs.get((b, p))
-                rows.append({"baseline": b, "protocol": p + (" (paper's split, LEAKY)" if p == PAPER_SPLIT else ""),
+                g = numbers["learning"].get((b, p)) or {}
+                rows.append({"baseline": b + (" (did not learn)" if g.get("did_not_learn") else ""), "protocol": p + (" (paper's split, LEAKY)" if p == PAPER_SPLIT else ""),
                              "MAE (months)": e.point, "95% CI": e.ci(), "patients": e.n_patients,
                              "minus mean [95% CI]": "" if d is None else f"{d[0].point:+.2f} {R.fmt(d[0].ci())}",
                              "beats mean": "" if d is None else d[1]})

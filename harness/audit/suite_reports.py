@@ -19,12 +19,13 @@ from harness.audit import report as R
 from harness.audit.features import audit_features
 from harness.audit.identity_probe import IdentityProbe, identity_probe
 from harness.audit.images import fingerprints
-from harness.audit.inflation import CONTROL_BASELINES, inflation_table, read_predictions
+from harness.audit.inflation import CONTROL_BASELINES, inflation_table, read_predictions, withheld_inflation
 from harness.audit.leakage import NEAR_DUPLICATE_THRESHOLD, LeakageResult, check_leakage
-from harness.audit.overfitting import OverfittingResult, overfitting_table
+from harness.audit.overfitting import OverfittingResult, did_not_learn_keys, learning_index, overfitting_table
 from harness.audit.permutation import PermutationResult, permutation_test
 from harness.audit.provenance import label_provenance
 from harness.audit.selection import SelectionResult, preprocessing_scope, selection_study
+from harness.guard import MAX_GUARD_ROWS, RULE as LEARNING_RULE
 from harness.splits import SplitManifest, is_leaky
 
 DEFAULTS: dict[str, Any] = {
@@ -51,6 +52,14 @@ class VariantAudit:
     scope: pd.DataFrame = field(default_factory=pd.DataFrame)
     preds: dict = field(default_factory=dict, repr=False)
     leaky: dict[str, bool] = field(default_factory=dict)
+    #: The did-not-learn guard of each (baseline, protocol) (summary.json ``learning``).
+    learning: dict[tuple[str, str], dict] = field(default_factory=dict)
+    #: Why some inflation rows are missing (a baseline that did not learn).
+    withheld: list[str] = field(default_factory=list)
+
+    @property
+    def did_not_learn(self) -> set[tuple[str, str]]:
+        return {k for k, g in self.learning.items() if g.get("did_not_learn")}
 
 
 def audit_variant(*, variant: str, task_data, manifests: dict[str, SplitManifest], out_dir: Path,
@@ -69,7 +78,9 @@ def audit_variant(*, variant: str, task_data, manifests: dict[str, SplitManifest
     probe = identity_probe(x, samples["patient_id"].to_numpy(), features=source, seed=seed)
     preds = read_predictions(out_dir, kind, variant)
     leaky = {p: is_leaky(m) for p, m in manifests.items()}
-    infl = inflation_table(preds, leaky, metric, classes=task_data.classes, n_boot=n_boot, seed=seed)
+    dnl = did_not_learn_keys(summary, variant)
+    infl = inflation_table(preds, leaky, metric, classes=task_data.classes, n_boot=n_boot, seed=seed,
+                           did_not_learn=dnl)
     regression = kind == "regression"
     n_jobs = max(1, int(getattr(opts, "jobs", 1) or 1))  # the run's --jobs: refits in parallel
     perm = permutation_test(x, samples, manifests, metric=metric, regression=regression,
@@ -77,7 +88,8 @@ def audit_variant(*, variant: str, task_data, manifests: dict[str, SplitManifest
                             n_jobs=n_jobs)
     prov = label_provenance(stage_tables, samples, views)
     icc = 1.0 - float(leak.target["share_within"])
-    sub = {**summary, "results": [r for r in summary.get("results", []) if r.get("target", "") == variant]}
+    sub = {**summary, "results": [r for r in summary.get("results", []) if r.get("target", "") == variant],
+           "learning": [g for g in summary.get("learning", []) if g.get("target", "") == variant]}
     over = overfitting_table(sub, [r for r in runs if r["variant"] == variant], preds, metric=metric, icc=icc)
     sel = scope = None
     if cfg["selection"]:
@@ -87,7 +99,8 @@ def audit_variant(*, variant: str, task_data, manifests: dict[str, SplitManifest
         scope = preprocessing_scope(x, y, pd.Index(samples["sample_id"].astype(str)), manifests, metric=metric,
                                     regression=regression, classes=task_data.classes)
     return VariantAudit(variant, metric, leak, probe, infl, perm, prov, over, sel,
-                        scope if scope is not None else pd.DataFrame(), preds, leaky)
+                        scope if scope is not None else pd.DataFrame(), preds, leaky,
+                        learning=learning_index(summary, variant), withheld=withheld_inflation(preds, leaky, dnl))
 
 
 # --------------------------------------------------------------------------- documents
@@ -143,9 +156,13 @@ def leakage_report(suite_name: str, audits: list[VariantAudit], summary: dict) -
         s = R.Section(f"{p}4. Protocol inflation ({a.metric})")
         s.paragraphs.append("Each baseline's metric under the leaky protocol minus under the patient-held-out one, "
                             "with a 95% patient-bootstrap CI. Controls: " + ", ".join(CONTROL_BASELINES) + ".")
+        if a.withheld:
+            s.paragraphs.append("; ".join(a.withheld) + ". A model that did not beat the trivial control on its own "
+                                "training rows says nothing about the split (rule: " + LEARNING_RULE + ").")
         if not a.inflation.empty:
             s.tables.append(("", a.inflation.drop(columns=["metric"])))
-        rows = _metric_rows(summary, a.variant, a.metric)
+        rows = [{**r, "baseline": r["baseline"] + (" (did not learn)" if r.get("did_not_learn") else "")}
+                for r in _metric_rows(summary, a.variant, a.metric)]
         if rows:
             s.figures.append(R.Figure(f"{a.variant or 'main'}-protocols", R.bars_with_ci(
                 rows, group="baseline", bar="protocol", ylabel=a.metric,
@@ -187,7 +204,12 @@ def overfitting_report(suite_name: str, audits: list[VariantAudit]) -> R.Report:
         o = a.overfitting
         s = R.Section(f"{p}Generalisation, folds and sample size ({a.metric})")
         warn = sorted({w.split(": ", 1)[1] + f" [{w.split(' | ')[1].split(':')[0]}]" for w in o.warnings})
-        s.flags = warn
+        s.flags = o.not_learned + warn
+        s.paragraphs.append("Did-not-learn guard: every fitted model is scored on its own training rows (at most "
+                            f"{MAX_GUARD_ROWS}, drawn deterministically) and validation rows, next to the trivial control on the "
+                            "same rows (train_score, train_trivial, val_score, val_trivial). Rule: " + LEARNING_RULE
+                            + ". The inflation, audit and verdict sections draw no comparison from a model that "
+                            "did not learn." + ("" if o.not_learned else " No model was flagged."))
         s.paragraphs.append("effective_n: rows discounted for within-patient correlation of the target "
                             "(Kish's design effect); when every row of a patient has the same target it equals "
                             "the number of patients. Loss columns are means over folds of the per-epoch histories.")
@@ -226,6 +248,9 @@ def audit_json(audits: list[VariantAudit]) -> dict:
                 "permutation": {r.protocol: {"observed": r.observed, "p_value": r.p_value} for r in a.permutation},
                 "provenance_flags": [m for m, f in zip(a.provenance["message"], a.provenance["flag"]) if f],
                 "warnings": a.overfitting.warnings,
+                "learning_rule": LEARNING_RULE,
+                "did_not_learn": sorted(f"{b} | {p}" for b, p in a.did_not_learn),
+                "inflation_withheld": a.withheld,
                 "selection": None if a.selection is None else {
                     "selected": a.selection.selected, "selected_score": a.selection.selected_score,
                     "nested_score": a.selection.nested_score, "optimism": a.selection.optimism},
