@@ -219,9 +219,12 @@ class CaseMapper:
                     out.links.append(f"{first} and {patient} are one patient (both declared as "
                                      f"{ref.patient} in the split file)")
         out.links = self.links + out.links
+        members: dict[str, list[str]] = {}
+        for p in sorted(set(self.groups.parent) | {mc.dataset_patient for mc in out.cases.values()}):
+            members.setdefault(self.groups.find(p), []).append(p)
         for mc in out.cases.values():
-            members = sorted(p for p in self.groups.parent if self.groups.find(p) == self.groups.find(mc.dataset_patient))
-            out.patient_key[mc.dataset_patient] = "+".join(members) if len(members) > 1 else mc.dataset_patient
+            group = members[self.groups.find(mc.dataset_patient)]
+            out.patient_key[mc.dataset_patient] = "+".join(group) if len(group) > 1 else mc.dataset_patient
         return out
 
     def examples(self, n: int = 3) -> str:

@@ -326,8 +326,8 @@ def read_csv_split(path: Path) -> UserSplit:
         role = None
         if role_c:
             raw = str(row.get(role_c) or "").strip().lower()
-            role = ROLE_ALIASES.get(raw)
-            if role is None:
+            role = ROLE_ALIASES.get(raw) if raw else None
+            if raw and role is None:
                 raise _fail(path, f"line {n}: unknown role {raw!r} (expected one of train, val, test)")
         if fold is None and role is None:
             raise _fail(path, f"line {n}: case {cid} has neither a fold nor a role")
