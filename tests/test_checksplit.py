@@ -287,3 +287,18 @@ def test_monai_testing_list_is_held_out_of_every_fold(tmp_path):
     split = read_split(p)
     assert split.format == "monai" and len(split.folds) == 2
     assert all([c.case_id for c in f.cases("test")] == ["x/t.nii.gz"] for f in split.folds)
+
+
+def test_nnunet_renamed_cases_map_through_an_id_map(known_truth, tmp_path, session_cache, capsys):
+    """nnU-Net conversions rename cases (BRATS_001); --id-map says who they are."""
+    nn = [f"BRATS_{i:03d}" for i in range(1, 9)]
+    idmap = tmp_path / "ids.csv"
+    idmap.write_text("case_id,dataset_id\n" + "".join(f"{a},{b}\n" for a, b in zip(nn, BRATS)))
+    split = write_nnunet(tmp_path / "splits_final.json", [(nn[:4], nn[4:]), (nn[3:], nn[:4])])
+    rc, _ = run(known_truth, split, tmp_path / "o0", session_cache, "--no-pixels")
+    assert rc == 2 and "BRATS_001" in capsys.readouterr().err  # without the map: unknown ids
+    rc, rep = run(known_truth, split, tmp_path / "o1", session_cache, "--no-pixels", "--id-map", str(idmap))
+    assert rc == 1 and rep["matched_by"] == {"id map": 8}
+    both = [d for d in rep["details"] if d["kind"] == "patients on both sides"]
+    assert [(d["fold"], d["patient"], d["training_cases"]) for d in both] == [
+        (1, "BraTS20_Training_004", ["BRATS_004 (train)"])]

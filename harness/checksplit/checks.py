@@ -22,7 +22,7 @@ from harness.audit.identity_probe import IdentityProbe, identity_probe
 from harness.audit.images import SERIES_THUMB, Fingerprints, fingerprints
 from harness.audit.leakage import NEAR_DUPLICATE_THRESHOLD, Finding, _near_duplicates, split_integrity
 from harness.checksplit.mapping import CaseMapper, Mapping
-from harness.checksplit.readers import UserSplit, read_split
+from harness.checksplit.readers import UserSplit, read_id_map, read_split
 from harness.data.cohort import Cohort, Problem
 from harness.errors import HarnessError
 from harness.splits import Fold, SplitManifest
@@ -198,18 +198,20 @@ def _balance(split: UserSplit, mapping: Mapping, cohort: Cohort) -> pd.DataFrame
 
 def check_split(data_dir: Path | str, splits: Path | str, *, fmt: str = "auto", cache_dir: Path | None = None,
                 near_threshold: float = NEAR_DUPLICATE_THRESHOLD, layout: str | None = None,
-                pixels: bool = True, progress: bool = False, seed: int = 0) -> CheckSplitResult:
+                pixels: bool = True, progress: bool = False, seed: int = 0,
+                id_map: Path | str | None = None) -> CheckSplitResult:
     """Read ``splits``, map its cases onto the dataset in ``data_dir`` and check every fold.
 
     Raises HarnessError (naming the file) for an unreadable split or ids the dataset lacks.
     ``pixels=False`` skips decoding: no duplicate-image checks and no identity probe.
+    ``id_map``: a CSV of (case id, dataset id) for splits whose tool renamed the cases.
     """
     from harness.data import load_cohort
 
     data_dir = Path(data_dir).expanduser()
     split = read_split(splits, fmt)  # read first: a bad split file fails before any indexing
     cohort = load_cohort(data_dir, layout)
-    mapper = CaseMapper(cohort)
+    mapper = CaseMapper(cohort, read_id_map(id_map) if id_map else None)
     refs = [c for f in split.folds for r in f.roles.values() for c in r]
     mapping = mapper.map_cases(refs)
     if mapping.unknown:

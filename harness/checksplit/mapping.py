@@ -77,8 +77,9 @@ class Mapping:
 class CaseMapper:
     """Index of every id a cohort's units answer to."""
 
-    def __init__(self, cohort: Cohort) -> None:
+    def __init__(self, cohort: Cohort, id_map: dict[str, str] | None = None) -> None:
         self.cohort = cohort
+        self.id_map = dict(id_map or {})
         s = cohort.series[~cohort.series["modality"].isin(LABEL_MODALITIES)]
         self.images = s
         self.by_exact: dict[str, tuple[str, str]] = {}  # id -> (level, unit)
@@ -136,6 +137,8 @@ class CaseMapper:
 
     def _candidates(self, ref: CaseRef) -> list[tuple[str, str]]:
         """(how, text) pairs to try, most specific first."""
+        if ref.case_id in self.id_map:  # the user's word is final: no fallback to guesses
+            return [("id map", self.id_map[ref.case_id])]
         out = [("exact", ref.case_id)]
         stem = _EXT.sub("", PurePosixPath(ref.case_id.replace("\\", "/")).name)
         if stem != ref.case_id:

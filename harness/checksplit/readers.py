@@ -361,6 +361,28 @@ def read_csv_split(path: Path) -> UserSplit:
     return UserSplit("csv", str(path), folds, [str(path)])
 
 
+def read_id_map(path: Path | str) -> dict[str, str]:
+    """``--id-map``: a two-column CSV, the split's case id then the dataset id it stands for
+    (patient, study or series id), for tools that renamed cases (nnU-Net's ``BRATS_001``)."""
+    path = Path(path).expanduser()
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise HarnessError(f"id map {path}: cannot read it ({exc})") from None
+    rows = [r for r in csv.reader(text.splitlines()) if any(c.strip() for c in r)]
+    if not rows or any(len(r) < 2 for r in rows):
+        raise HarnessError(f"id map {path}: expected two columns per line: case id, dataset id")
+    if rows[0][0].strip().lower() in CASE_COLUMNS + ("split_id", "nnunet_id"):
+        rows = rows[1:]  # a header line
+    out: dict[str, str] = {}
+    for n, r in enumerate(rows, start=1):
+        a, b = r[0].strip(), r[1].strip()
+        if a in out and out[a] != b:
+            raise HarnessError(f"id map {path}: case {a} mapped twice ({out[a]}, {b})")
+        out[a] = b
+    return out
+
+
 # --------------------------------------------------------------------------- detection
 
 
