@@ -240,6 +240,8 @@ def check_split(data_dir: Path | str, splits: Path | str, *, fmt: str = "auto", 
                                    features=f"{SERIES_THUMB[0]}x{SERIES_THUMB[1]}x{SERIES_THUMB[2]} "
                                             "normalised series thumbnails", seed=seed)
     folds, findings = split_integrity(samples, manifests, fp, near_threshold=near_threshold)
+    if (samples["study_id"] == samples["dataset_patient"]).all():  # BraTS: a subject is its one study
+        findings = [f for f in findings if f.kind != "studies on both sides"]
     folds = folds.rename(columns={"protocol": "comparison"})
     folds = folds[[c for c in FOLD_COLUMNS if c in folds.columns]]
     details = _details(samples, manifests, fp, _cases_of(split, mapping), near_threshold)
