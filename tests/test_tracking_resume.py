@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pydicom
+import pytest
 
 from conftest import subprocess_env
 from test_runner import TINY_SUITE, run_tiny
