@@ -31,6 +31,7 @@ DATASET_DIGEST_CHARS = 32
 #: value may be plain JSON, merged over the UI's defaults. The harness writes one such view.
 SHARED_VIEW_TAG_PREFIX = "mlflow.sharedViewState."
 COMPARE_VIEW_KEY = "harness-compare"
+WORKFLOW_PARAM, WORKFLOW_ML = "workflowType", "machine_learning"
 #: mlflow limits a param value to 6000 characters; longer values are cut with a marker.
 MAX_PARAM_CHARS = 6000
 
@@ -108,6 +109,8 @@ class Tracker:
             "groupBy": {"aggregateFunction": "average",
                         "groupByKeys": [{"mode": "tag", "groupByData": "comparison"}]},
             "groupsExpanded": {},
+            # parents only (fold runs carry no run key): each row is one result
+            "searchFilter": f"tags.`{RUN_KEY_TAG}` LIKE '%'",
             "orderByKey": f"metrics.`{metrics[0]}`" if metrics else "attributes.start_time",
             "orderByAsc": False,
         }
@@ -311,7 +314,10 @@ def experiment_pages(tracking_uri: str, base_url: str) -> list[tuple[str, str]]:
         if not e.name.startswith("harness/"):
             continue
         url = f"{base_url}/#/experiments/{e.experiment_id}/runs"
+        # MLflow 3.17 picks the sidebar (GenAI or model training) from this URL parameter or
+        # the browser's last choice, not from the experiment's kind tag.
+        query = [f"{WORKFLOW_PARAM}={WORKFLOW_ML}"]
         if SHARED_VIEW_TAG_PREFIX + COMPARE_VIEW_KEY in (e.tags or {}):
-            url += f"?viewStateShareKey={COMPARE_VIEW_KEY}"  # grouped by 'comparison', metric columns
-        out.append((e.name, url))
+            query.insert(0, f"viewStateShareKey={COMPARE_VIEW_KEY}")  # grouped by 'comparison'
+        out.append((e.name, f"{url}?{'&'.join(query)}"))
     return out

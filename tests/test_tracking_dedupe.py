@@ -107,7 +107,9 @@ def test_warm_rerun_logs_nothing_new_and_parents_carry_dataset_and_fold_aggregat
     assert "metrics.`accuracy`" in view["selectedColumns"] and "attributes.`Dataset`" in view["selectedColumns"]
     pages = experiment_pages(uri, "http://127.0.0.1:5000")
     assert pages == [("harness/tiny-grading", f"http://127.0.0.1:5000/#/experiments/{exp.experiment_id}/runs"
-                                              f"?viewStateShareKey={COMPARE_VIEW_KEY}")]
+                                              f"?viewStateShareKey={COMPARE_VIEW_KEY}&workflowType=machine_learning")]
+    assert view["searchFilter"] == "tags.`harness.run_key` LIKE '%'"  # parents only: one row per result
+    assert len(client.search_runs([exp.experiment_id], filter_string=view["searchFilter"])) == 2
 
     runs1 = _all_runs(client, exp.experiment_id)
     parents1 = {r.info.run_id: r for r in _parents(runs1)}
