@@ -302,3 +302,29 @@ def test_nnunet_renamed_cases_map_through_an_id_map(known_truth, tmp_path, sessi
     both = [d for d in rep["details"] if d["kind"] == "patients on both sides"]
     assert [(d["fold"], d["patient"], d["training_cases"]) for d in both] == [
         (1, "BraTS20_Training_004", ["BRATS_004 (train)"])]
+
+
+def test_clinicadl_tsvtools_split_folder_and_baseline_files(tmp_path):
+    """``tsvtools split`` writes train.tsv + test.tsv; kfold also writes *_baseline.tsv (ignored when
+    the full file is there)."""
+    top = tmp_path / "split"
+    write_clinicadl(top, [], test=[("sub-A", "ses-M00")])
+    (top / "train.tsv").write_text("participant_id\tsession_id\nsub-B\tses-M00\nsub-B\tses-M12\n")
+    split = read_split(top)
+    assert split.format == "clinicadl" and len(split.folds) == 1
+    assert [c.label for c in split.folds[0].cases("train")] == ["sub-B ses-M00", "sub-B ses-M12"]
+    assert [c.label for c in split.folds[0].cases("test")] == ["sub-A ses-M00"]
+    kf = tmp_path / "kfold"
+    write_clinicadl(kf, [([("sub-A", "ses-M00")], [("sub-B", "ses-M00")])])
+    (kf / "split-0" / "train_baseline.tsv").write_text("participant_id\tsession_id\nsub-Z\tses-M00\n")
+    assert [c.case_id for c in read_split(kf).folds[0].cases("train")] == ["sub-A"]
+
+
+def test_csv_split_column_of_role_names_and_monai_validation_list(tmp_path):
+    p = write_csv(tmp_path / "s.csv", [{"subject": "a", "split": "training"}, {"subject": "b", "split": "test"}])
+    fold = read_split(p).folds[0]
+    assert [c.case_id for c in fold.cases("train")] == ["a"] and [c.case_id for c in fold.cases("test")] == ["b"]
+    m = tmp_path / "d.json"
+    m.write_text(json.dumps({"training": [{"id": "a", "image": "x.nii.gz"}], "validation": [{"id": "b", "image": "y"}]}))
+    fold = read_split(m).folds[0]
+    assert [c.case_id for c in fold.cases("train")] == ["a"] and [c.case_id for c in fold.cases("val")] == ["b"]
