@@ -328,3 +328,13 @@ def test_csv_split_column_of_role_names_and_monai_validation_list(tmp_path):
     m.write_text(json.dumps({"training": [{"id": "a", "image": "x.nii.gz"}], "validation": [{"id": "b", "image": "y"}]}))
     fold = read_split(m).folds[0]
     assert [c.case_id for c in fold.cases("train")] == ["a"] and [c.case_id for c in fold.cases("val")] == ["b"]
+
+
+def test_per_fold_probe_counts_what_a_lookup_gets_from_the_overlap(tiny_rembrandt, tmp_path, session_cache):
+    split = write_nnunet(tmp_path / "splits_final.json", [(REM[:5], REM[4:]), (REM[4:], REM[:4])])
+    rc, rep = run(tiny_rembrandt, split, tmp_path / "out", session_cache)
+    assert rc == 1
+    by_fold = {f["fold"]: f["probe_recognised"] for f in rep["folds"]}
+    assert by_fold[1] == "-"  # no patient on both sides
+    hits, n = map(int, by_fold[0].split("/"))
+    assert n == 4 and hits == 4  # HF0005's 4 series: each nearest its own copy in training

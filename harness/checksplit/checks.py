@@ -174,6 +174,32 @@ def _details(samples: pd.DataFrame, manifests: dict[str, SplitManifest], fp: Fin
     return out
 
 
+def _fold_probe(samples: pd.DataFrame, manifests: dict[str, SplitManifest], fp: Fingerprints | None
+                ) -> dict[tuple[str, int], str]:
+    """Per fold: of the held-out images whose patient is also in training, how many have
+    their nearest training image (thumbnail correlation) in that same patient: what a
+    1-nearest-neighbour lookup would get from the overlap. "-" where nothing overlaps."""
+    out: dict[tuple[str, int], str] = {}
+    if fp is None:
+        return out
+    patient = samples.set_index("sample_id")["patient_id"]
+    pos = fp.index()
+    for comp, m in manifests.items():
+        for f in m.folds:
+            fit = [x for x in dict.fromkeys(f.train) if x in pos]
+            held = [x for x in dict.fromkeys(f.test) if x in pos]
+            fit_p = set(patient.loc[fit])
+            seen = [x for x in held if patient.loc[x] in fit_p]
+            if not seen or not fit:
+                out[(comp, f.index)] = "-"
+                continue
+            c = fp.thumbs[pos.get_indexer(seen)] @ fp.thumbs[pos.get_indexer(fit)].T
+            nearest = [fit[j] for j in c.argmax(axis=1)]
+            hits = sum(patient.loc[a] == patient.loc[b] for a, b in zip(seen, nearest))
+            out[(comp, f.index)] = f"{hits}/{len(seen)}"
+    return out
+
+
 def _balance(split: UserSplit, mapping: Mapping, cohort: Cohort) -> pd.DataFrame:
     """Patients per class label on each side of each fold (labels from the dataset)."""
     if "grade" not in cohort.patients:
@@ -244,6 +270,9 @@ def check_split(data_dir: Path | str, splits: Path | str, *, fmt: str = "auto", 
         findings = [f for f in findings if f.kind != "studies on both sides"]
     folds = folds.rename(columns={"protocol": "comparison"})
     folds = folds[[c for c in FOLD_COLUMNS if c in folds.columns]]
+    if fp is not None:
+        probe_of = _fold_probe(samples, manifests, fp)
+        folds["probe_recognised"] = [probe_of.get((c, i), "-") for c, i in zip(folds["comparison"], folds["fold"])]
     details = _details(samples, manifests, fp, _cases_of(split, mapping), near_threshold)
     return CheckSplitResult(str(data_dir), cohort.layout, split, mapping, samples, folds, findings, details,
                             probe, _balance(split, mapping, cohort), near_threshold, problems)

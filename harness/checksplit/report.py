@@ -81,6 +81,10 @@ def build_report(result: CheckSplitResult) -> R.Report:
         p.paragraphs.append("Why it matters: if the probe names patients well above chance, any patient on both "
                             "sides of a fold lets a model look its answer up; a patient-disjoint split is then the "
                             "only honest one.")
+        if "probe_recognised" in result.folds:
+            p.paragraphs.append("Per fold, the table's probe_recognised column counts the held-out images of "
+                                "patients also in training whose nearest training image (same thumbnails) is of "
+                                "that patient: what a lookup gets from the overlap ('-': no overlap).")
     else:
         p.paragraphs.append("Not run (pixels not decoded, or fewer than 4 decoded series).")
     rep.sections.append(p)
