@@ -276,11 +276,15 @@ def plan_run(
         **{f"data.{k}": v for k, v in suite.data.items()},
     }
     if tracker is not None:
-        plan.parent = tracker.open_parent(key, plan.label, run_params, tags)
+        from harness.tracking import DatasetRecord
+
+        dataset = DatasetRecord(data.dataset_name, data.fingerprint, str(Path(data.data_dir).resolve()))
+        plan.parent = tracker.open_parent(key, plan.label, run_params, tags, dataset=dataset)
         plan.logged = plan.parent.finished_folds()
     result.runs.append({"variant": variant, "baseline": baseline_name, "protocol": protocol,
                         "fold_dir": plan.fold_dir,
-                        "parent_run_id": plan.parent.run_id if plan.parent else None})
+                        "parent_run_id": plan.parent.run_id if plan.parent else None,
+                        "parent": plan.parent})
     return plan
 
 
@@ -397,6 +401,7 @@ def run_suite(suite: SuiteConfig, opts: RunOptions) -> RunResult:
         from harness.tracking import Tracker, default_tracking_uri
 
         tracker = Tracker(opts.tracking_uri or default_tracking_uri(), experiment=f"harness/{suite.name}")
+        tracker.set_compare_view(list(suite.metrics))
     common_tags = {
         "suite": suite.name,
         "git_commit": git_commit(),
@@ -499,7 +504,8 @@ def _audit_after_suite(suite: SuiteConfig, opts: RunOptions, data: PreparedData,
     result.reports = paths
     if tracker is not None:
         for run in result.runs:
-            if run["parent_run_id"]:
+            # A parent finished earlier and untouched now already holds these reports.
+            if run["parent_run_id"] and run["parent"].needs_summary:
                 for path in paths:
                     tracker.client.log_artifact(run["parent_run_id"], str(path), "reports")
     for path in paths:
