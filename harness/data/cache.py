@@ -131,7 +131,7 @@ def _read_entry(entries_dir: Path, key: str, *, with_array: bool = True
     npy, meta_path = _entry_paths(entries_dir, key)
     try:
         meta = json.loads(meta_path.read_text())
-        if not meta.get("ok"):
+        if not meta.get("ok") or meta.get("check_only"):
             return meta, None
         if not with_array:
             return (meta, None) if _npy_complete(npy, meta["shape"]) else None
@@ -175,6 +175,12 @@ class _Job:
     cfg: dict
     is_label: bool
     entries_dir: str
+    #: read and decode every file to find bad ones, but keep no array (unused series)
+    check_only: bool = False
+
+
+#: Preprocess part of the key of a check-only entry (problems, no array).
+_CHECK_ONLY = {"check_only": True}
 
 
 @dataclass
@@ -221,7 +227,7 @@ def _run_job(job: _Job) -> _JobResult:
         return _JobResult(job.series_id, None, None, digests, memo_rows, False, n_read,
                           read_problems)
     content = series_digest([digests[p] for p in paths])
-    key = cache_key(content, job.fmt, job.cfg, job.is_label)
+    key = cache_key(content, job.fmt, _CHECK_ONLY if job.check_only else job.cfg, job.is_label)
     entries_dir = Path(job.entries_dir)
     if _read_entry(entries_dir, key, with_array=False) is not None:
         return _JobResult(job.series_id, key, content, digests, memo_rows, False, n_read,
@@ -233,10 +239,11 @@ def _run_job(job: _Job) -> _JobResult:
         dec = decode_dicom(blobs, [os.path.basename(p) for p in paths])
     del blobs
     array, spacing = dec.array, dec.spacing
-    if array is not None:
+    if array is not None and not job.check_only:
         array, spacing = apply_preprocess(array, spacing, job.cfg, is_label=job.is_label)
     meta = {
         "ok": array is not None,
+        **({"check_only": True} if job.check_only else {}),
         "shape": list(array.shape) if array is not None else None,
         "spacing": list(spacing),
         "problems": [[digests[paths[i]] if i is not None else None, reason]
@@ -248,6 +255,9 @@ def _run_job(job: _Job) -> _JobResult:
     }
     result = _JobResult(job.series_id, key, content, digests, memo_rows, True, n_read,
                         read_problems)
+    if job.check_only:
+        array = None
+        result.meta = meta  # travels back: the caller needs only the problems
     try:
         _write_entry(entries_dir, key, meta, array)
     except OSError as exc:
@@ -381,7 +391,7 @@ class VolumeStore:
         return Volume(array=array, spacing=tuple(float(s) for s in meta["spacing"]),
                       content_key=key, problems=tuple(problems))
 
-    def _job(self, row: Any, cfg: dict) -> _Job:
+    def _job(self, row: Any, cfg: dict, check_only: bool = False) -> _Job:
         return _Job(
             series_id=str(_row_get(row, "series_id", "")),
             fmt=str(_row_get(row, "format", "dicom")),
@@ -389,6 +399,7 @@ class VolumeStore:
             cfg=cfg,
             is_label=_row_get(row, "modality") in LABEL_MODALITIES,
             entries_dir=str(self.entries_dir),
+            check_only=check_only,
         )
 
     def _try_fast(self, job: _Job, row: Any) -> Volume | None:
@@ -500,6 +511,41 @@ class VolumeStore:
                     problems.extend(probs)
                     bar.update(1)
         return volumes, problems
+
+    def check_many(self, series_df: pd.DataFrame | None) -> list[Problem]:
+        """Problems of series that will not be used: every file read and decoded once.
+
+        Why: a bad file in a skipped series (a second T1, an unknown description) must be
+        named like any other. Only the problems are cached (no array), under their own
+        key, so a rerun finds them through the stat memo without reading a file.
+        """
+        problems: list[Problem] = []
+        if series_df is None or series_df.empty:
+            return problems
+        for _, row in series_df.iterrows():
+            job = self._job(row, {}, check_only=True)
+            meta, digests, extra = None, None, []
+            if job.files:
+                digests = self._memo_digests(job.files)
+            if digests is not None:
+                key = cache_key(series_digest(list(digests.values())), job.fmt, _CHECK_ONLY,
+                                job.is_label)
+                entry = _read_entry(self.entries_dir, key, with_array=False)
+                meta = entry[0] if entry is not None else None
+            if meta is None:
+                res = _run_job(job)
+                self.memo.put_many(res.memo_rows)
+                self.n_files_read += res.files_read
+                digests, extra = res.digests, list(res.read_problems)
+                if res.meta is None and res.key is not None:
+                    entry = _read_entry(self.entries_dir, res.key, with_array=False)
+                    meta = entry[0] if entry is not None else None
+                else:
+                    meta = res.meta
+            found = extra + (self._problems_from_meta(row, meta, digests or {}) if meta else [])
+            problems += [Problem(p.path, f"{p.reason} (in a series that is not used)")
+                         for p in found]
+        return problems
 
     def content_digest(self, series_row: Any) -> str:
         """Digest of a series' file contents (memo first; reads only unknown files)."""
