@@ -28,6 +28,7 @@ from harness.console import log
 from harness.data.cohort import Problem
 from harness.data.detect import load_cohort
 from harness.data.cache import VolumeStore, dataset_fingerprint
+from harness.data.check import unused_series_problems
 from harness.errors import HarnessError, NoUsableDataError
 from harness.folds import (
     FoldJob,
@@ -125,6 +126,7 @@ def prepare_data(suite: SuiteConfig, opts: RunOptions) -> PreparedData:
                         workers=opts.jobs if opts.executor == "process" else 1)
     volumes, decode_problems = store.load_many(series)
     problems += decode_problems
+    problems += unused_series_problems(cohort, series, store)  # named as by `data check`
     if not volumes:
         raise NoUsableDataError(f"no decodable image series in {data_dir}")
     builder = TASK_BUILDERS.get(suite.task)
