@@ -135,7 +135,7 @@ def prepare_data(suite: SuiteConfig, opts: RunOptions) -> PreparedData:
     # Memory maps of the cache's files: workers receive paths, not pixels.
     arrays = CachedVolumes.from_arrays({sid: v.array for sid, v in volumes.items()})
     keys = {sid: v.content_key for sid, v in volumes.items()}
-    spacings = {sid: tuple(v.spacing) for sid, v in volumes.items()}
+    spacings = {sid: (float(v.spacing[0]), float(v.spacing[1]), float(v.spacing[2])) for sid, v in volumes.items()}
     views: dict[str, TaskData] = {}
     for variant, options in task_variants(suite):
         view, task_problems = builder(cohort, arrays, keys, **options)

@@ -108,7 +108,7 @@ class SplitManifest:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise HarnessError(f"split manifest {path}: cannot read JSON ({exc})") from exc
         manifest = cls.from_dict(data, source=str(path))
-        manifest.source = str(path)  # not a field: kept out of the JSON and its hash
+        manifest.source = str(path)  # type: ignore[attr-defined]  # not a field: kept out of the JSON and its hash
         return manifest
 
     @classmethod
