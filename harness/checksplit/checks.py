@@ -225,7 +225,7 @@ def _balance(split: UserSplit, mapping: Mapping, cohort: Cohort) -> pd.DataFrame
 def check_split(data_dir: Path | str, splits: Path | str, *, fmt: str = "auto", cache_dir: Path | None = None,
                 near_threshold: float = NEAR_DUPLICATE_THRESHOLD, layout: str | None = None,
                 pixels: bool = True, progress: bool = False, seed: int = 0,
-                id_map: Path | str | None = None) -> CheckSplitResult:
+                id_map: Path | str | None = None, jobs: int = 1) -> CheckSplitResult:
     """Read ``splits``, map its cases onto the dataset in ``data_dir`` and check every fold.
 
     Raises HarnessError (naming the file) for an unreadable split or ids the dataset lacks.
@@ -254,7 +254,7 @@ def check_split(data_dir: Path | str, splits: Path | str, *, fmt: str = "auto", 
 
         rows = cohort.series[cohort.series["series_id"].astype(str).isin(set(samples["sample_id"]))]
         with VolumeStore((Path(cache_dir) if cache_dir else default_cache_dir()) / "arrays",
-                         progress=progress) as store:
+                         progress=progress, workers=jobs) as store:
             volumes, decode_problems = store.load_many(rows)
         problems += decode_problems
         data = TaskData("check-split", "classification", samples, None,
