@@ -318,7 +318,8 @@ def fold_metric_aggregates(plan: PlannedRun, frames: list[pd.DataFrame]) -> dict
 
     out: dict[str, float] = {}
     for metric in plan.metrics:
-        values = [compute_metric(metric, f["y_true"].to_numpy(), f["y_pred"].to_numpy(), plan.task.classes)
+        values = [compute_metric(metric, f["y_true"].to_numpy(), f["y_pred"].to_numpy(), plan.task.classes,
+                                 patient_ids=f["patient_id"].to_numpy())
                   for f in frames]
         out.update(fold_aggregates(metric, values))
     return out
