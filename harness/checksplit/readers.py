@@ -126,6 +126,12 @@ def read_nnunet(path: Path) -> UserSplit:
 # --------------------------------------------------------------------------- ClinicaDL
 
 _SPLIT_DIR = re.compile(r"^split[-_]?(\d+)$", re.IGNORECASE)
+
+
+def _split_number(name: str) -> int:
+    """N of a ``split-N`` folder name (only names that matched :data:`_SPLIT_DIR` get here)."""
+    match = _SPLIT_DIR.match(name)
+    return int(match.group(1)) if match else -1
 #: ClinicaDL file stems -> roles (``*_baseline.tsv`` holds the baseline sessions only).
 _TSV_ROLES = {"train": "train", "validation": "val", "valid": "val", "val": "val", "test": "test"}
 
@@ -168,7 +174,7 @@ def read_clinicadl(path: Path) -> UserSplit:
         raise _fail(path, "a ClinicaDL split is a folder of split-N/ folders or TSV files")
     split_dirs = sorted((d for d in path.rglob("*") if d.is_dir() and _SPLIT_DIR.match(d.name)
                          and len(d.relative_to(path).parts) <= 2),
-                        key=lambda d: int(_SPLIT_DIR.match(d.name).group(1)))
+                        key=lambda d: _split_number(d.name))
     top = _tsv_roles(path)
     files: list[str] = []
     folds = []
@@ -181,8 +187,7 @@ def read_clinicadl(path: Path) -> UserSplit:
             if "train" not in roles or "val" not in roles:
                 raise _fail(d, "expected train.tsv and validation.tsv in this split folder "
                                f"(found {', '.join(sorted(p.name for p in d.glob('*.tsv'))) or 'no TSV'})")
-            fold = UserFold(int(_SPLIT_DIR.match(d.name).group(1)),
-                            {r: _read_tsv(p) for r, p in roles.items()})
+            fold = UserFold(_split_number(d.name), {r: _read_tsv(p) for r, p in roles.items()})
             if "test" not in fold.roles and shared_test:
                 fold.roles["test"] = list(shared_test)
             files += [str(p) for p in roles.values()]
@@ -251,7 +256,7 @@ def read_monai(path: Path, fold_key: str = "fold") -> UserSplit:
         if missing:
             raise _fail(path, f"{len(missing)} training record(s) without a '{fold_key}' key, e.g. "
                               f"{', '.join(missing[:3])}")
-        for k in sorted(set(with_fold)):
+        for k in sorted({f for f in with_fold if f is not None}):
             folds.append(UserFold(k, {"train": [c for c, f in zip(cases, with_fold) if f != k],
                                       "val": [c for c, f in zip(cases, with_fold) if f == k],
                                       **({"test": list(test)} if test else {})}))
@@ -351,13 +356,13 @@ def read_csv_split(path: Path) -> UserSplit:
                                       "val": [c for f, _, c in entries if f == k],
                                       **({"test": shared_test} if shared_test else {})}))
     else:
-        roles = {}
+        by_role: dict[str, list[Any]] = {}
         for _, r, c in entries:
-            roles.setdefault(r, []).append(c)
-        folds.append(UserFold(0, roles))
-    for fold in folds:
-        if not fold.cases("train") or not (fold.cases("val") or fold.cases("test")):
-            raise _fail(path, f"fold {fold.index} needs training cases and held-out (val or test) cases")
+            by_role.setdefault(str(r), []).append(c)
+        folds.append(UserFold(0, by_role))
+    for user_fold in folds:
+        if not user_fold.cases("train") or not (user_fold.cases("val") or user_fold.cases("test")):
+            raise _fail(path, f"fold {user_fold.index} needs training cases and held-out (val or test) cases")
     return UserSplit("csv", str(path), folds, [str(path)])
 
 
