@@ -1,4 +1,4 @@
-"""Command line: ``python -m harness {run,data,list,ui}``."""
+"""Command line: ``python -m harness {run,data,list,ui,check-split,...}``."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from harness.paths import default_cache_dir
 SYNTH_FLAVOURS = ("rembrandt", "btp", "brats20")
 #: Modules that add subcommands: each has ``add_commands(subparsers, common_parent)`` and
 #: sets ``func`` on its parsers, so a capability brings its own CLI without editing this file.
-PLUGIN_COMMAND_MODULES: tuple[str, ...] = ("harness.segmentation.cli", "harness.explain.cli", "harness.audit.cli")
+PLUGIN_COMMAND_MODULES: tuple[str, ...] = ("harness.segmentation.cli", "harness.explain.cli", "harness.audit.cli",
+                                            "harness.checksplit.cli")
 
 
 def _csv_list(text: str) -> list[str]:

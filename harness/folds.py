@@ -289,7 +289,8 @@ def finish_run(plan: PlannedRun, *, out_dir: Path, n_boot: int, seed: int,
             log(f"  {plan.label}: did not learn (training {plan.guard.metric} {plan.guard.train:.3f} "
                 f"vs trivial {plan.guard.train_trivial:.3f} in {plan.guard.folds_did_not_learn} of "
                 f"{plan.guard.folds_known} folds)")
-    if plan.parent is not None:
+    # A parent finished by an earlier run that this run added nothing to keeps its record.
+    if plan.parent is not None and plan.parent.needs_summary:
         if plan.guard is not None:
             plan.parent.log_metrics(guard_metrics(plan.guard))
             plan.parent.set_tags({"harness.did_not_learn": plan.guard.status(),
@@ -304,8 +305,22 @@ def finish_run(plan: PlannedRun, *, out_dir: Path, n_boot: int, seed: int,
                 est.metric: est.mean, f"{est.metric}_ci95_lo": est.ci95[0],
                 f"{est.metric}_ci95_hi": est.ci95[1], f"{est.metric}_n_patients": est.n_patients,
             })
+        plan.parent.log_metrics(fold_metric_aggregates(plan, frames))
         plan.parent.finish()
     plan.estimates = estimates
+
+
+def fold_metric_aggregates(plan: PlannedRun, frames: list[pd.DataFrame]) -> dict[str, float]:
+    """``<metric>_fold_mean/_sd/_ci95_lo/_hi`` over the folds, for the parent run."""
+    from harness.tracking import fold_aggregates
+
+    out: dict[str, float] = {}
+    for metric in plan.metrics:
+        values = [compute_metric(metric, f["y_true"].to_numpy(), f["y_pred"].to_numpy(), plan.task.classes,
+                                 patient_ids=f["patient_id"].to_numpy())
+                  for f in frames]
+        out.update(fold_aggregates(metric, values))
+    return out
 
 
 def fail_run(plan: PlannedRun, exc: BaseException) -> None:
@@ -327,5 +342,5 @@ def fail_run(plan: PlannedRun, exc: BaseException) -> None:
     else:
         plan.failure = f"{type(exc).__name__}: {exc}"
         log(f"FAILED {plan.label}:\n{''.join(traceback.format_exception(exc))}")
-    if plan.parent is not None:
+    if plan.parent is not None and not plan.parent.complete:  # a finished record stays finished
         plan.parent.finish("FAILED")

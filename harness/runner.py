@@ -28,6 +28,7 @@ from harness.console import log
 from harness.data.cohort import Problem
 from harness.data.detect import load_cohort
 from harness.data.cache import VolumeStore, dataset_fingerprint
+from harness.data.check import unused_series_problems
 from harness.errors import HarnessError, NoUsableDataError
 from harness.folds import (
     FoldJob,
@@ -125,6 +126,7 @@ def prepare_data(suite: SuiteConfig, opts: RunOptions) -> PreparedData:
                         workers=opts.jobs if opts.executor == "process" else 1)
     volumes, decode_problems = store.load_many(series)
     problems += decode_problems
+    problems += unused_series_problems(cohort, series, store)  # named as by `data check`
     if not volumes:
         raise NoUsableDataError(f"no decodable image series in {data_dir}")
     builder = TASK_BUILDERS.get(suite.task)
@@ -133,7 +135,7 @@ def prepare_data(suite: SuiteConfig, opts: RunOptions) -> PreparedData:
     # Memory maps of the cache's files: workers receive paths, not pixels.
     arrays = CachedVolumes.from_arrays({sid: v.array for sid, v in volumes.items()})
     keys = {sid: v.content_key for sid, v in volumes.items()}
-    spacings = {sid: tuple(v.spacing) for sid, v in volumes.items()}
+    spacings = {sid: (float(v.spacing[0]), float(v.spacing[1]), float(v.spacing[2])) for sid, v in volumes.items()}
     views: dict[str, TaskData] = {}
     for variant, options in task_variants(suite):
         view, task_problems = builder(cohort, arrays, keys, **options)
@@ -276,11 +278,15 @@ def plan_run(
         **{f"data.{k}": v for k, v in suite.data.items()},
     }
     if tracker is not None:
-        plan.parent = tracker.open_parent(key, plan.label, run_params, tags)
+        from harness.tracking import DatasetRecord
+
+        dataset = DatasetRecord(data.dataset_name, data.fingerprint, str(Path(data.data_dir).resolve()))
+        plan.parent = tracker.open_parent(key, plan.label, run_params, tags, dataset=dataset)
         plan.logged = plan.parent.finished_folds()
     result.runs.append({"variant": variant, "baseline": baseline_name, "protocol": protocol,
                         "fold_dir": plan.fold_dir,
-                        "parent_run_id": plan.parent.run_id if plan.parent else None})
+                        "parent_run_id": plan.parent.run_id if plan.parent else None,
+                        "parent": plan.parent})
     return plan
 
 
@@ -397,6 +403,7 @@ def run_suite(suite: SuiteConfig, opts: RunOptions) -> RunResult:
         from harness.tracking import Tracker, default_tracking_uri
 
         tracker = Tracker(opts.tracking_uri or default_tracking_uri(), experiment=f"harness/{suite.name}")
+        tracker.set_compare_view(list(suite.metrics))
     common_tags = {
         "suite": suite.name,
         "git_commit": git_commit(),
@@ -499,7 +506,8 @@ def _audit_after_suite(suite: SuiteConfig, opts: RunOptions, data: PreparedData,
     result.reports = paths
     if tracker is not None:
         for run in result.runs:
-            if run["parent_run_id"]:
+            # A parent finished earlier and untouched now already holds these reports.
+            if run["parent_run_id"] and run["parent"].needs_summary:
                 for path in paths:
                     tracker.client.log_artifact(run["parent_run_id"], str(path), "reports")
     for path in paths:

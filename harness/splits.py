@@ -107,7 +107,9 @@ class SplitManifest:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise HarnessError(f"split manifest {path}: cannot read JSON ({exc})") from exc
-        return cls.from_dict(data, source=str(path))
+        manifest = cls.from_dict(data, source=str(path))
+        manifest.source = str(path)  # type: ignore[attr-defined]  # not a field: kept out of the JSON and its hash
+        return manifest
 
     @classmethod
     def from_dict(cls, data: Any, *, source: str = "<dict>") -> SplitManifest:
@@ -523,9 +525,11 @@ def validate_manifest(
 ) -> None:
     """Refuse a manifest that does not fit ``samples`` or leaks patients without saying so."""
     _check_samples(samples)
+    # Name the file in every refusal, so a user with several manifests knows which one.
+    where = getattr(manifest, "source", "") or "<in memory>"
     if dataset_fingerprint is not None and manifest.dataset_fingerprint != dataset_fingerprint:
         raise HarnessError(
-            f"split manifest was made for dataset {manifest.dataset_fingerprint!r}, "
+            f"split manifest {where} was made for dataset {manifest.dataset_fingerprint!r}, "
             f"not this one ({dataset_fingerprint!r})"
         )
     rows = _assignments(manifest)
@@ -533,14 +537,15 @@ def validate_manifest(
     if len(unknown):
         names = sorted(set(unknown))
         raise HarnessError(
-            f"split manifest lists {len(names)} sample id(s) not in the dataset, e.g. {names[:5]}"
+            f"split manifest {where} lists {len(names)} sample id(s) not in the dataset, "
+            f"e.g. {names[:5]}"
         )
     dup = rows[rows.duplicated(["fold", "sample_id"], keep=False)]
     if len(dup):
         first = dup.iloc[0]
         roles = sorted(dup.loc[dup["sample_id"] == first["sample_id"], "role"].tolist())
         raise HarnessError(
-            f"split manifest fold {first['fold']}: sample {first['sample_id']!r} is listed "
+            f"split manifest {where} fold {first['fold']}: sample {first['sample_id']!r} is listed "
             f"more than once ({', '.join(roles)}); {dup['sample_id'].nunique()} such sample(s)"
         )
     if is_leaky(manifest):
@@ -550,7 +555,7 @@ def validate_manifest(
         shown = "; ".join(f"patient {p} in fold {f} ({k})" for f, p, k in overlaps[:10])
         more = f" and {len(overlaps) - 10} more" if len(overlaps) > 10 else ""
         raise LeakySplitError(
-            f"split manifest for non-leaky protocol {manifest.protocol!r} puts patients on "
+            f"split manifest {where} for non-leaky protocol {manifest.protocol!r} puts patients on "
             f"both sides of a split: {shown}{more}"
         )
 

@@ -8,6 +8,7 @@ again by its ``harness.run_key`` tag and resumed.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -19,6 +20,18 @@ from harness.errors import HarnessError
 RUN_KEY_TAG = "harness.run_key"
 FOLD_TAG = "harness.fold"
 PARENT_TAG = "mlflow.parentRunId"
+#: MLflow 3's UI opens an experiment by this tag: "custom_model_development" shows the
+#: runs table (the machine-learning sidebar); without it the UI guesses, often GenAI.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+#: The UI's datasets table caps a digest at 36 characters; the full fingerprint is a tag.
+DATASET_DIGEST_CHARS = 32
+#: MLflow's UI restores a "shared view" (columns, grouping) from the experiment tag
+#: ``mlflow.sharedViewState.<key>`` when the URL carries ``?viewStateShareKey=<key>``; the
+#: value may be plain JSON, merged over the UI's defaults. The harness writes one such view.
+SHARED_VIEW_TAG_PREFIX = "mlflow.sharedViewState."
+COMPARE_VIEW_KEY = "harness-compare"
+WORKFLOW_PARAM, WORKFLOW_ML = "workflowType", "machine_learning"
 #: mlflow limits a param value to 6000 characters; longer values are cut with a marker.
 MAX_PARAM_CHARS = 6000
 
@@ -40,6 +53,16 @@ def default_artifact_root(tracking_uri: str) -> str | None:
 def _prepare_local_store(tracking_uri: str) -> None:
     if tracking_uri.startswith("sqlite:///"):
         Path(tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+
+
+@dataclass(frozen=True)
+class DatasetRecord:
+    """What the UI's Dataset column shows: name, digest (the dataset fingerprint), source."""
+
+    name: str
+    fingerprint: str
+    source: str
+    context: str = "training"
 
 
 @dataclass
@@ -65,28 +88,63 @@ class Tracker:
             exp = self.client.get_experiment_by_name(experiment)
             if exp is None:
                 self.experiment_id = self.client.create_experiment(
-                    experiment, artifact_location=default_artifact_root(tracking_uri)
+                    experiment, artifact_location=default_artifact_root(tracking_uri),
+                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
                 )
             else:
                 self.experiment_id = exp.experiment_id
+                if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+                    self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         except Exception as exc:  # connection refused, bad URI, locked database...
             raise HarnessError(f"cannot open MLflow tracking store {tracking_uri}: {exc}") from exc
 
+    def set_compare_view(self, metrics: list[str]) -> None:
+        """Store the runs-table view ``harness ui`` links to: parents grouped by the
+        ``comparison`` tag, the suite's metrics (pooled estimate, CI, fold mean and sd) shown."""
+        cols = ["attributes.`Dataset`", "tags.`baseline`", "tags.`protocol`", "tags.`leaky_protocol`"]
+        for m in metrics:
+            cols += [f"metrics.`{m}{s}`" for s in ("", "_ci95_lo", "_ci95_hi", "_fold_mean", "_fold_sd")]
+        state = {
+            "selectedColumns": cols,
+            "groupBy": {"aggregateFunction": "average",
+                        "groupByKeys": [{"mode": "tag", "groupByData": "comparison"}]},
+            "groupsExpanded": {},
+            # parents only (fold runs carry no run key): each row is one result
+            "searchFilter": f"tags.`{RUN_KEY_TAG}` LIKE '%'",
+            "orderByKey": f"metrics.`{metrics[0]}`" if metrics else "attributes.start_time",
+            "orderByAsc": False,
+        }
+        value = json.dumps(state, separators=(",", ":"))
+        exp = self.client.get_experiment(self.experiment_id)
+        if exp.tags.get(SHARED_VIEW_TAG_PREFIX + COMPARE_VIEW_KEY) != value:
+            self.client.set_experiment_tag(self.experiment_id, SHARED_VIEW_TAG_PREFIX + COMPARE_VIEW_KEY, value)
+
     # -- parent runs -------------------------------------------------------------------
     def open_parent(
-        self, run_key: str, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]
+        self, run_key: str, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str],
+        dataset: "DatasetRecord | None" = None,
     ) -> "ParentRun":
-        """Resume the unfinished parent run with this key, or start a new one.
+        """The one parent run of this key: reused, resumed or new, never a second one.
 
-        A run killed mid-way (SIGKILL) stays RUNNING in the store; resuming it keeps its
-        finished fold runs, and its stale RUNNING fold runs are marked KILLED.
+        - A FINISHED parent is reused as it is (``complete``): a warm rerun logs nothing.
+        - An unfinished one (a SIGKILL leaves it RUNNING; an interrupt, FAILED or KILLED)
+          is resumed: its finished fold runs count, its stale RUNNING ones become KILLED.
+        - Only when the key has no parent at all is one created.
+        Stores written before this rule may hold several parents of a key: the newest
+        FINISHED one is reused, else the newest other one resumed.
         """
-        for run in self._runs(f"tags.`{RUN_KEY_TAG}` = '{run_key}'"):
-            if run.info.status != "FINISHED" and PARENT_TAG not in run.data.tags:
-                self.client.update_run(run.info.run_id, status="RUNNING")
-                parent = ParentRun(self, run.info.run_id, resumed=True)
-                parent.kill_stale_children()
-                return parent
+        parents = [r for r in self._runs(f"tags.`{RUN_KEY_TAG}` = '{run_key}'")
+                   if PARENT_TAG not in r.data.tags]
+        parents.sort(key=lambda r: r.info.start_time or 0, reverse=True)
+        finished = [r for r in parents if r.info.status == "FINISHED"]
+        if finished:
+            return ParentRun(self, finished[0].info.run_id, resumed=True, complete=True)
+        if parents:
+            run_id = parents[0].info.run_id
+            self.client.update_run(run_id, status="RUNNING")
+            parent = ParentRun(self, run_id, resumed=True)
+            parent.kill_stale_children()
+            return parent
         run = self.client.create_run(
             self.experiment_id,
             run_name=run_name,
@@ -94,6 +152,8 @@ class Tracker:
         )
         parent = ParentRun(self, run.info.run_id, resumed=False)
         parent.log_params(params)
+        if dataset is not None:
+            parent.log_dataset(dataset)
         return parent
 
     def _runs(self, filter_string: str) -> list[Any]:
@@ -109,11 +169,30 @@ class Tracker:
 class ParentRun:
     """A baseline x protocol run and its nested fold runs."""
 
-    def __init__(self, tracker: Tracker, run_id: str, *, resumed: bool) -> None:
+    def __init__(self, tracker: Tracker, run_id: str, *, resumed: bool, complete: bool = False) -> None:
         self.tracker = tracker
         self.client = tracker.client
         self.run_id = run_id
         self.resumed = resumed
+        #: True for a FINISHED parent found in the store: it already has its summary.
+        self.complete = complete
+        #: Set when this run logs a new fold run; a complete parent then gets its summary again.
+        self.changed = False
+
+    @property
+    def needs_summary(self) -> bool:
+        """False when the parent was finished before and this run added nothing to it."""
+        return not self.complete or self.changed
+
+    def log_dataset(self, dataset: DatasetRecord) -> None:
+        """``log_input`` of the dataset, so the UI's Dataset column and compare view show it."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        entity = Dataset(name=dataset.name, digest=dataset.fingerprint[:DATASET_DIGEST_CHARS],
+                         source_type="local", source=json.dumps({"uri": dataset.source}),
+                         profile=json.dumps({"fingerprint": dataset.fingerprint}))
+        self.client.log_inputs(self.run_id, datasets=[
+            DatasetInput(entity, tags=[InputTag("mlflow.data.context", dataset.context)])])
 
     def _children(self) -> list[Any]:
         return self.tracker._runs(f"tags.`{PARENT_TAG}` = '{self.run_id}'")
@@ -146,6 +225,7 @@ class ParentRun:
 
     def log_fold(self, fold: FoldRecord, run_name: str) -> str:
         """One nested run for a finished fold: params, metrics, tags, artifacts, FINISHED."""
+        self.changed = True
         run = self.client.create_run(
             self.tracker.experiment_id,
             run_name=run_name,
@@ -163,7 +243,39 @@ class ParentRun:
         return run.info.run_id
 
     def finish(self, status: str = "FINISHED") -> None:
+        """Close the parent. Interrupted or failed, its fold runs still RUNNING are marked
+        KILLED first: a signal can land inside ``create_run``, after the store made the
+        run but before ``log_fold`` could guard it."""
+        if status != "FINISHED":
+            self.kill_stale_children()
         self.client.set_terminated(self.run_id, status=status)
+
+
+def fold_aggregates(metric: str, values: list[float]) -> dict[str, float]:
+    """Mean, sd and t-based 95% CI of a metric over folds, as parent-run metrics.
+
+    Why beside the pooled bootstrap estimate: the fold spread is what nnU-Net-style
+    tables report, and it shows an unstable protocol at a glance. One fold: sd and CI NaN
+    (not logged).
+    """
+    import math
+
+    vals = [float(v) for v in values if v == v]
+    n = len(vals)
+    out = {f"{metric}_fold_mean": float("nan"), f"{metric}_fold_sd": float("nan"),
+           f"{metric}_fold_ci95_lo": float("nan"), f"{metric}_fold_ci95_hi": float("nan")}
+    if n == 0:
+        return out
+    mean = sum(vals) / n
+    out[f"{metric}_fold_mean"] = mean
+    if n > 1:
+        from scipy import stats
+
+        sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1))
+        half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+        out.update({f"{metric}_fold_sd": sd, f"{metric}_fold_ci95_lo": mean - half,
+                    f"{metric}_fold_ci95_hi": mean + half})
+    return out
 
 
 def _log_batch(
@@ -196,7 +308,8 @@ def experiment_pages(tracking_uri: str, base_url: str) -> list[tuple[str, str]]:
     """(experiment name, URL of its runs table) for each harness experiment in a store.
 
     MLflow 3's UI opens experiments on its GenAI overview; the runs table is where a
-    suite's baselines and protocols are compared, so the CLI prints these links.
+    suite's baselines and protocols are compared, so the CLI prints these links. Where a
+    run stored the compare view (:meth:`Tracker.set_compare_view`), the link opens it.
     """
     from mlflow.tracking import MlflowClient
 
@@ -206,5 +319,15 @@ def experiment_pages(tracking_uri: str, base_url: str) -> list[tuple[str, str]]:
         experiments = MlflowClient(tracking_uri=tracking_uri).search_experiments()
     except Exception:  # an unreachable store: the UI itself will say so
         return []
-    return [(e.name, f"{base_url}/#/experiments/{e.experiment_id}/runs")
-            for e in experiments if e.name.startswith("harness/")]
+    out = []
+    for e in experiments:
+        if not e.name.startswith("harness/"):
+            continue
+        url = f"{base_url}/#/experiments/{e.experiment_id}/runs"
+        # MLflow 3.17 picks the sidebar (GenAI or model training) from this URL parameter or
+        # the browser's last choice, not from the experiment's kind tag.
+        query = [f"{WORKFLOW_PARAM}={WORKFLOW_ML}"]
+        if SHARED_VIEW_TAG_PREFIX + COMPARE_VIEW_KEY in (e.tags or {}):
+            query.insert(0, f"viewStateShareKey={COMPARE_VIEW_KEY}")  # grouped by 'comparison'
+        out.append((e.name, f"{url}?{'&'.join(query)}"))
+    return out

@@ -374,3 +374,53 @@ def test_unreadable_folder_reported_even_as_root(tmp_path, monkeypatch):
     c = load_cohort(root, "rembrandt")
     assert _has(c.problems, locked, "unreadable folder", "Permission denied")
     assert c.patient_ids == ["HF0001"]
+
+
+# --------------------------------------------------------------------------- skipped series
+
+
+def test_truncated_file_in_a_skipped_series_is_named(rem, tmp_path):
+    """A second T1 series in a study is skipped, but its files are still read and named."""
+    from harness.data.check import unused_series_problems
+    from fixture_writers import write_dicom_series
+
+    study = _series_folder(rem, "HF0001", "T1").parent
+    second = study / "9.000000-T1-29999"
+    files = write_dicom_series(second, tiny_volume(9), patient_id="HF0001",
+                               study_date="19970301", series_description="T1", series_number=9)
+    victim = sorted(files)[0]
+    victim.write_bytes(victim.read_bytes()[:-40])
+    r = check_dataset(rem, store=VolumeStore(tmp_path / "cache", progress=False))
+    assert _has(r.problems, second, "another T1 series", "series skipped")
+    assert _has(r.problems, victim, "truncated", "not used")
+    assert f"{victim}: file is truncated" in format_check_report(r)
+    assert r.n_series_ok == 8  # the used series are unaffected
+    # run: the same problem, from the series it does not decode
+    c = load_cohort(rem)
+    with VolumeStore(tmp_path / "cache", progress=False) as store:
+        probs = unused_series_problems(c, c.series[c.series["modality"] == "T2"], store)
+    assert _has(probs, victim, "truncated", "not used")
+
+
+def test_bad_file_in_an_unknown_series_and_unparseable_folder_is_named(tmp_path):
+    root = write_rembrandt(tmp_path / "data", 1)
+    study = next((root / "HF0001").iterdir())
+    loc = study / "8.000000-3 PLANE LOC-1"
+    files = write_dicom_series(loc, tiny_volume(), series_description="3 PLANE LOC")
+    files[0].write_bytes(b"not dicom at all")
+    junk = study / "scans-as-jpeg"
+    junk.mkdir()
+    (junk / "a.jpg").write_bytes(b"\xff\xd8\xff\xe0 not dicom")
+    r = check_dataset(root, store=VolumeStore(tmp_path / "cache", progress=False))
+    assert _has(r.problems, files[0], "not a DICOM file", "not used")
+    assert _has(r.problems, junk / "a.jpg", "not a DICOM file")
+
+
+def test_duplicate_nifti_volume_is_read_and_named(tmp_path):
+    root = write_brats(tmp_path / "data", 1)
+    sid = "BraTS20_Training_001"
+    dup = write_nifti(root / sid / "t2_copy.nii.gz", np.ones((6, 6), np.float32))
+    r = check_dataset(root, store=VolumeStore(tmp_path / "cache", progress=False),
+                      modality_map={"t2_copy": "T2"})
+    assert _has(r.problems, dup, "another T2 volume")
+    assert _has(r.problems, dup, "expected a 3-D volume", "not used")

@@ -65,4 +65,5 @@ def test_ui_lists_a_runs_table_link_per_harness_experiment(tmp_path):
     assert experiment_pages(uri, "http://127.0.0.1:5000") == []  # no store yet: nothing to list
     tracker = Tracker(uri, "harness/grading")
     pages = experiment_pages(uri, "http://127.0.0.1:5000")
-    assert pages == [("harness/grading", f"http://127.0.0.1:5000/#/experiments/{tracker.experiment_id}/runs")]
+    assert pages == [("harness/grading", f"http://127.0.0.1:5000/#/experiments/{tracker.experiment_id}/runs"
+                                         "?workflowType=machine_learning")]  # the model-training sidebar

@@ -1,51 +1,63 @@
-"""``python -m harness audit progression-mae``: the capstone claim's audit in one command."""
+"""``python -m harness audit``: the published claims, each audited in one command.
+
+``audit --list`` shows every claim; ``audit CLAIM`` reruns its pipeline under the paper's
+protocol and with patients held out and writes ``audit.json`` / ``.md`` / ``.html``;
+``audit all`` runs every claim and writes ``reports/reference/index.md`` and ``.html``.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from harness.audit.claims import CLAIMS
+
 
 def add_commands(subparsers, common_parent) -> None:
-    audit = subparsers.add_parser("audit", parents=[common_parent], help="audits of published claims")
-    sub = audit.add_subparsers(dest="audit_command", required=True)
-    p = sub.add_parser("progression-mae", parents=[common_parent],
-                       help="the capstone's 0.02-month MAE under its row split vs patient-held-out splits; "
-                       "writes audit.md beside summary.json")
-    p.add_argument("--data", type=Path, help="a Brain-Tumor-Progression download (default: the synthetic BTP cohort)")
-    p.add_argument("--aux-data", type=Path, help="REMBRANDT-style cohort for the stage-1 grader")
-    p.add_argument("--out", type=Path, help="output folder (default: reports/progression-mae/<timestamp>/)")
-    p.add_argument("--suite", default="progression", help="suite name or .toml (default: progression)")
+    p = subparsers.add_parser(
+        "audit", parents=[common_parent], help="audits of published claims (audit --list, audit CLAIM, audit all)",
+        description="Rerun a published claim's pipeline under the paper's protocol and with patients held out, "
+                    "beside the trivial controls, and write a verdict (survives / does not survive / inconclusive).")
+    p.add_argument("claim", nargs="?", choices=[*CLAIMS, "all"], metavar="CLAIM",
+                   help=f"one of: {', '.join(CLAIMS)}, or 'all'")
+    p.add_argument("--list", action="store_true", help="list the claims with paper, number, metric and protocol")
+    p.add_argument("--data", type=Path, help="a real download for the claim's suite (default: its synthetic cohort)")
+    p.add_argument("--aux-data", type=Path, help="REMBRANDT-style cohort for the progression stage-1 grader")
+    p.add_argument("--out", type=Path, help="output folder (default: reports/audit/CLAIM, or reports/reference "
+                                            "for 'all')")
     p.add_argument("--patients", type=int, help="synthetic cohort size (default: the suite's)")
     p.add_argument("--signal", choices=("growth", "none"), help="synthetic cohort signal (default: the suite's)")
     p.add_argument("--seed", type=int)
-    p.add_argument("--baselines", help="comma-separated (default: the suite's)")
+    p.add_argument("--baselines", help="comma-separated (default: the claim's baseline and trivial controls)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI ('none' disables)")
     p.add_argument("--profile", choices=("quick", "paper"), default="quick")
     p.add_argument("--device", default="cpu")
-    p.set_defaults(func=cmd_progression_mae)
+    p.set_defaults(func=cmd_audit)
 
 
-def cmd_progression_mae(args: argparse.Namespace) -> int:
-    from datetime import datetime
+def cmd_audit(args: argparse.Namespace) -> int:
+    from harness.audit.claim_audit import ClaimOptions, run_all, run_claim
+    from harness.audit.claims import format_claims, get_claim
+    from harness.errors import HarnessError
 
-    from harness.runner import RunOptions, run_suite
-    from harness.suite import load_suite
-
-    suite = load_suite(args.suite)
-    if args.patients is not None:
-        suite.data["patients"] = args.patients
-    if args.signal is not None:
-        suite.data["signal"] = args.signal
-    out = args.out or Path("reports") / "progression-mae" / datetime.now().strftime("%Y%m%d-%H%M%S")
-    result = run_suite(suite, RunOptions(
-        data=args.data, aux_data=args.aux_data, out=out, tracking_uri=args.tracking_uri, seed=args.seed,
-        profile=args.profile, device=args.device, cache_dir=args.cache_dir, progress=not args.no_progress,
-        baselines=[b.strip() for b in args.baselines.split(",")] if args.baselines else None,
-    ))
-    audit = Path(out) / "audit.md"
-    if audit.exists():
-        print(f"audit: {audit}")
-        return 1 if result.failures else 0
-    print("audit.md was not written (see the failures above)")
-    return 1
+    if args.list or args.claim is None:
+        print(format_claims())
+        return 0 if args.list else 2
+    opts = ClaimOptions(
+        data=args.data, aux_data=args.aux_data, signal=args.signal, patients=args.patients, seed=args.seed,
+        profile=args.profile, out=args.out, tracking_uri=args.tracking_uri, cache_dir=args.cache_dir,
+        device=args.device, progress=not args.no_progress,
+        baselines=[b.strip() for b in args.baselines.split(",")] if args.baselines else None)
+    if args.claim == "all":
+        if args.data is not None:
+            raise HarnessError("audit all runs several suites on their own cohorts; --data belongs to one claim")
+        records, paths = run_all(opts)
+    else:
+        record, paths = run_claim(get_claim(args.claim), opts)
+        records = [record]
+    for r in records:
+        print(f"{r['claim']}: {r['verdict']} (reproduced: {r['reproduced']}) - {'; '.join(r['reasons'])}")
+    for path in paths:
+        if path.suffix in (".md", ".json") and path.name.startswith(("audit", "index")):
+            print(f"  {path}")
+    return 1 if any(r["failures"] for r in records) else 0

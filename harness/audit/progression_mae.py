@@ -29,6 +29,13 @@ HONEST_CONTROL = "perfusion_ridge"
 REGENERATE = "python -m harness audit progression-mae --out reports/reference/progression-mae"
 
 
+def _num_text(value: Any) -> str:
+    try:
+        return f"{float(value):.3f}"
+    except (TypeError, ValueError):
+        return "n/a"
+
+
 def _ci(b) -> str:
     lo, hi = b.ci()
     return f"{b.point:.2f} [{lo:.2f}, {hi:.2f}]" if lo == lo else f"{b.point:.2f} [-]"
@@ -148,7 +155,10 @@ def write_audit(out_dir: Path, summary: dict, audit: Any, *, suite: Any, data: A
         f"(MonthDif) with a test MAE of **{PAPER_MAE_MONTHS} months**, trained on 48 rows and tested on 12; every "
         f"row of a patient carries the same target and the split is over rows.",
         f"Data: {ds['name']} ({ds['n_patients']} patients, {ds['n_samples']} rows; fingerprint "
-        f"{ds['fingerprint'][:16]}). Stage 3: {tags.get('eligibility_outcome', 'n/a')}.",
+        f"{ds['fingerprint'][:16]}). Stage 1: the grader's validation accuracy "
+        f"{_num_text(tags.get('grader_val_accuracy_best'))} against {tags.get('grader_val_majority', 'n/a')} "
+        f"for always answering the commonest grade (pseudo-grades mean something only well above it). "
+        f"Stage 3: {tags.get('eligibility_outcome', 'n/a')}.",
         f"Regenerate: `{REGENERATE}` (add `--data PATH` for a real Brain-Tumor-Progression download).",
     ]
     s = R.Section("Verdict")

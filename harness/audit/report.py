@@ -183,8 +183,9 @@ def bars_with_ci(rows: Sequence[dict], *, group: str, bar: str, value: str = "me
             xs.append(i - 0.4 + width * (j + 0.5))
             ys.append(v)
             ok = c[0] is not None and c[1] is not None and not any(isinstance(t, float) and math.isnan(t) for t in c)
-            lo.append(v - float(c[0]) if ok else 0.0)
-            hi.append(float(c[1]) - v if ok else 0.0)
+            c_lo, c_hi = c
+            lo.append(v - float(c_lo) if ok and c_lo is not None else 0.0)
+            hi.append(float(c_hi) - v if ok and c_hi is not None else 0.0)
         ax.bar(xs, ys, width, label=str(b), yerr=[np.maximum(lo, 0), np.maximum(hi, 0)], capsize=3)
     if hline is not None:
         ax.axhline(hline, color="k", lw=0.8, ls="--")

@@ -83,6 +83,7 @@ def load_brats20(root: Path, *, modality_map: ModalityMap | Mapping | None = Non
     mmap = make_modality_map(modality_map)
     problems: list[Problem] = []
     rows = []
+    unused = []  # volumes found but not used: still read by `data check` and `run`
     try:
         entries = [e for e in os.scandir(root) if e.is_dir() and not e.name.startswith(".")]
     except OSError as exc:
@@ -109,12 +110,14 @@ def load_brats20(root: Path, *, modality_map: ModalityMap | Mapping | None = Non
             if not matched:
                 problems.append(Problem(str(path), f"unknown series description '{name}'; "
                                                    "skipped (add it to the modality map)"))
+                unused.append(_unused_row(subject, "", name, path))
                 continue
             if modality is None:
                 continue
             if modality in seen:
                 problems.append(Problem(str(path), f"another {modality} volume for {subject} "
                                                    f"(kept {seen[modality]}); skipped"))
+                unused.append(_unused_row(subject, modality, name, path))
                 continue
             seen[modality] = name
             rows.append({
@@ -135,7 +138,16 @@ def load_brats20(root: Path, *, modality_map: ModalityMap | Mapping | None = Non
     series = series.sort_values("series_id", kind="stable").reset_index(drop=True)
     subjects = sorted(series["patient_id"].unique().tolist())
     patients = _patients(root, subjects, problems)
-    return Cohort("brats20", root, series, patients, problems)
+    skipped = pd.DataFrame(unused, columns=list(SERIES_COLUMNS)) if unused \
+        else empty_series_frame()
+    return Cohort("brats20", root, series, patients, problems, skipped=skipped)
+
+
+def _unused_row(subject: str, modality: str, name: str, path: Path) -> dict:
+    return {"series_id": f"{subject}/{subject}/{modality}/unused:{name}",
+            "patient_id": subject, "study_id": subject, "study_date": "",
+            "modality": modality, "series_description": _NIFTI.sub("", name),
+            "format": "nifti", "files": (str(path),)}
 
 
 def _patients(root: Path, subjects: list[str], problems: list[Problem]) -> pd.DataFrame:

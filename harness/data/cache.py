@@ -34,6 +34,7 @@ import numpy as np
 from harness.hashing import canonical_json, json_digest
 from harness.paths import default_cache_dir
 from harness.atomic import atomic_write
+from harness.errors import HarnessError
 from harness.data.cohort import LABEL_MODALITIES, Cohort, Problem
 from harness.data.volume import (
     DECODER_VERSION,
@@ -68,11 +69,22 @@ def cache_key(content: str, fmt: str, cfg: Mapping, is_label: bool) -> str:
 
 
 class StatMemo:
-    """(path, size, mtime_ns) -> content digest, persisted in a small sqlite db."""
+    """(path, size, mtime_ns) -> content digest, persisted in a small sqlite db.
+
+    A damaged db (not a database, malformed pages) is moved aside, logged and started
+    afresh: the memo is only a shortcut, so losing it costs one re-hash of the files.
+    """
 
     def __init__(self, db_path: Path):
         db_path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(db_path), timeout=60)
+        self.db_path = db_path
+        try:
+            self._open()
+        except sqlite3.DatabaseError as exc:
+            self._reset(exc)
+
+    def _open(self) -> None:
+        self._db = sqlite3.connect(str(self.db_path), timeout=60)
         # A lost memo row only costs a re-hash, so no fsync per commit.
         self._db.execute("PRAGMA synchronous=OFF")
         self._db.execute(
@@ -81,11 +93,33 @@ class StatMemo:
         )
         self._db.commit()
 
+    def _reset(self, exc: Exception) -> None:
+        from harness.console import log
+
+        try:
+            self._db.close()
+        except Exception:  # noqa: BLE001 - closing a broken connection
+            pass
+        aside = self.db_path.with_name(f"{self.db_path.name}.damaged-{time.time_ns()}")
+        try:
+            os.replace(self.db_path, aside)
+        except FileNotFoundError:
+            pass
+        log(f"cache: {self.db_path} is damaged ({exc}); moved to {aside.name} and started "
+            "afresh (files are hashed again)")
+        self._open()
+
     def get(self, path: str, size: int, mtime_ns: int) -> str | None:
-        row = self._db.execute(
-            "SELECT digest FROM memo WHERE path=? AND size=? AND mtime_ns=?",
-            (path, size, mtime_ns),
-        ).fetchone()
+        try:
+            row = self._db.execute(
+                "SELECT digest FROM memo WHERE path=? AND size=? AND mtime_ns=?",
+                (path, size, mtime_ns),
+            ).fetchone()
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                return None  # busy beyond the timeout: just hash the file
+            self._reset(exc)
+            return None
         return row[0] if row else None
 
     def get_many(self, stats: Sequence[tuple[str, int, int]]) -> dict[str, str]:
@@ -96,22 +130,34 @@ class StatMemo:
         is simply absent from the answer, so it gets re-hashed as before.
         """
         out: dict[str, str] = {}
-        for i in range(0, len(stats), MEMO_BATCH):
-            want = {p: (size, mtime) for p, size, mtime in stats[i:i + MEMO_BATCH]}
-            marks = ",".join("?" * len(want))
-            for path, size, mtime, digest in self._db.execute(
-                    f"SELECT path, size, mtime_ns, digest FROM memo WHERE path IN ({marks})",
-                    list(want)):
-                if want.get(path) == (size, mtime):
-                    out[path] = digest
+        try:
+            for i in range(0, len(stats), MEMO_BATCH):
+                want = {p: (size, mtime) for p, size, mtime in stats[i:i + MEMO_BATCH]}
+                marks = ",".join("?" * len(want))
+                for path, size, mtime, digest in self._db.execute(
+                        f"SELECT path, size, mtime_ns, digest FROM memo WHERE path IN ({marks})",
+                        list(want)):
+                    if want.get(path) == (size, mtime):
+                        out[path] = digest
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                return {}
+            self._reset(exc)
+            return {}
         return out
 
     def put_many(self, rows: Iterable[tuple[str, int, int, str]]) -> None:
         now = time.time_ns()
         rows = [r for r in rows if now - r[2] > RACY_WINDOW_NS]
         if rows:
-            self._db.executemany("INSERT OR REPLACE INTO memo VALUES (?,?,?,?)", rows)
-            self._db.commit()
+            try:
+                self._db.executemany("INSERT OR REPLACE INTO memo VALUES (?,?,?,?)", rows)
+                self._db.commit()
+            except sqlite3.DatabaseError as exc:
+                if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                    self._db.rollback()
+                    return  # another run holds the write lock: the rows are only a shortcut
+                self._reset(exc)
 
     def close(self) -> None:
         self._db.close()
@@ -125,36 +171,84 @@ def _entry_paths(entries_dir: Path, key: str) -> tuple[Path, Path]:
     return d / f"{key}.npy", d / f"{key}.json"
 
 
-def _read_entry(entries_dir: Path, key: str, *, with_array: bool = True
+def _log_damage(path: Path | str, why: str) -> None:
+    """Say (on stderr) that a cache file is damaged and is being rebuilt: never silent."""
+    from harness.console import log
+
+    log(f"cache: {path} is damaged ({why}); rebuilding it from the source files")
+
+
+def _read_entry(entries_dir: Path, key: str, *, with_array: bool = True, quiet: bool = False
                 ) -> tuple[dict, np.ndarray | None] | None:
-    """A complete entry, or None when absent or unreadable (then it is rebuilt)."""
+    """A complete entry, or None when absent or damaged (then it is rebuilt).
+
+    The array file's header and size are checked before it is mapped, so a truncated
+    file is a logged miss, never a bus error when its missing pages are touched.
+    ``quiet``: the caller will look again (and report) if this returns None.
+    """
     npy, meta_path = _entry_paths(entries_dir, key)
     try:
-        meta = json.loads(meta_path.read_text())
-        if not meta.get("ok"):
+        text = meta_path.read_text()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        if not quiet:
+            _log_damage(meta_path, f"unreadable: {exc}")
+        return None
+    try:
+        meta = json.loads(text)
+        if not isinstance(meta, dict) or "ok" not in meta:
+            raise ValueError("not a cache entry")
+        if not meta.get("ok") or meta.get("check_only"):
             return meta, None
-        if not with_array:
-            return (meta, None) if _npy_complete(npy, meta["shape"]) else None
+        why = npy_damage(npy, meta["shape"])
+    except (ValueError, KeyError, TypeError) as exc:
+        if not quiet:
+            _log_damage(meta_path, f"bad metadata: {exc}")
+        return None
+    if why is not None:
+        if not quiet:
+            _log_damage(npy, why)
+        return None
+    if not with_array:
+        return meta, None
+    try:
         # Memory-mapped: a cohort of any size costs page cache, not heap.
         arr = np.load(npy, allow_pickle=False, mmap_mode="r")
-        if list(arr.shape) != meta["shape"] or arr.dtype != np.float32:
-            return None
-        return meta, arr
-    except (OSError, ValueError, KeyError, EOFError):
+    except (OSError, ValueError) as exc:
+        if not quiet:
+            _log_damage(npy, str(exc))
         return None
+    return meta, arr
 
 
-def _npy_complete(npy: Path, shape: list[int]) -> bool:
-    """Cheap validity check: header parses, shape/dtype match, and the file is full size."""
-    with open(npy, "rb") as fh:
-        version = np.lib.format.read_magic(fh)
-        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                       else np.lib.format.read_array_header_2_0)
-        hdr_shape, fortran, dtype = read_header(fh)
-        offset = fh.tell()
-        size = os.fstat(fh.fileno()).st_size
-    return (list(hdr_shape) == shape and dtype == np.float32 and not fortran
-            and size == offset + int(np.prod(hdr_shape)) * 4)
+def npy_damage(npy: Path | str, shape: Sequence[int] | None = None) -> str | None:
+    """Why a cached .npy cannot be used, or None: header parses, C-order float32 (of
+    ``shape`` when given), and the file holds every byte the header promises.
+
+    Why a size check and not only ``np.load``: mapping a short file succeeds for the
+    part that exists and kills the process with SIGBUS when the rest is touched.
+    """
+    try:
+        with open(npy, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            hdr_shape, fortran, dtype = read_header(fh)
+            offset = fh.tell()
+            size = os.fstat(fh.fileno()).st_size
+    except FileNotFoundError:
+        return "array file missing"
+    except (OSError, ValueError, EOFError) as exc:
+        return f"unreadable header: {exc}"
+    if dtype != np.float32 or fortran:
+        return f"unexpected dtype {dtype} or order"
+    if shape is not None and list(hdr_shape) != list(shape):
+        return f"shape {list(hdr_shape)} instead of {list(shape)}"
+    want = offset + int(np.prod(hdr_shape)) * 4
+    if size != want:
+        return f"{size} of {want} bytes"
+    return None
 
 
 def _write_entry(entries_dir: Path, key: str, meta: dict, array: np.ndarray | None) -> None:
@@ -175,6 +269,12 @@ class _Job:
     cfg: dict
     is_label: bool
     entries_dir: str
+    #: read and decode every file to find bad ones, but keep no array (unused series)
+    check_only: bool = False
+
+
+#: Preprocess part of the key of a check-only entry (problems, no array).
+_CHECK_ONLY = {"check_only": True}
 
 
 @dataclass
@@ -192,7 +292,7 @@ class _JobResult:
     meta: dict | None = None
 
 
-def _run_job(job: _Job) -> _JobResult:
+def _run_job(job: _Job, quiet: bool = False) -> _JobResult:
     """Read every file once, hash, and decode only when the cache has no entry.
 
     A module-level function of plain data, so it runs the same in-process and in a
@@ -221,9 +321,9 @@ def _run_job(job: _Job) -> _JobResult:
         return _JobResult(job.series_id, None, None, digests, memo_rows, False, n_read,
                           read_problems)
     content = series_digest([digests[p] for p in paths])
-    key = cache_key(content, job.fmt, job.cfg, job.is_label)
+    key = cache_key(content, job.fmt, _CHECK_ONLY if job.check_only else job.cfg, job.is_label)
     entries_dir = Path(job.entries_dir)
-    if _read_entry(entries_dir, key, with_array=False) is not None:
+    if _read_entry(entries_dir, key, with_array=False, quiet=quiet) is not None:
         return _JobResult(job.series_id, key, content, digests, memo_rows, False, n_read,
                           read_problems)
 
@@ -233,10 +333,11 @@ def _run_job(job: _Job) -> _JobResult:
         dec = decode_dicom(blobs, [os.path.basename(p) for p in paths])
     del blobs
     array, spacing = dec.array, dec.spacing
-    if array is not None:
+    if array is not None and not job.check_only:
         array, spacing = apply_preprocess(array, spacing, job.cfg, is_label=job.is_label)
     meta = {
         "ok": array is not None,
+        **({"check_only": True} if job.check_only else {}),
         "shape": list(array.shape) if array is not None else None,
         "spacing": list(spacing),
         "problems": [[digests[paths[i]] if i is not None else None, reason]
@@ -248,6 +349,9 @@ def _run_job(job: _Job) -> _JobResult:
     }
     result = _JobResult(job.series_id, key, content, digests, memo_rows, True, n_read,
                         read_problems)
+    if job.check_only:
+        array = None
+        result.meta = meta  # travels back: the caller needs only the problems
     try:
         _write_entry(entries_dir, key, meta, array)
     except OSError as exc:
@@ -255,6 +359,28 @@ def _run_job(job: _Job) -> _JobResult:
             Problem(str(entries_dir), f"could not write cache entry: {exc}"))
         result.array, result.meta = array, meta
     return result
+
+
+def rebuild_entry(job: _Job) -> Path:
+    """Decode a series again because its cached array was damaged while in use.
+
+    Returns the path of the new array file (written atomically, so other processes that
+    still map the old file keep their pages). Raises SeriesError if it no longer decodes.
+    """
+    res = _run_job(job, quiet=True)  # the caller has said why it rebuilds
+    if res.key is None or (res.meta is not None and not res.meta.get("ok")):
+        raise SeriesError(res.read_problems or [Problem(job.series_id, "series no longer decodes")])
+    npy = _entry_paths(Path(job.entries_dir), res.key)[0]
+    why = npy_damage(npy)
+    if why is not None:
+        raise HarnessError(f"cache file {npy} could not be rebuilt: {why}")
+    return npy
+
+
+def _tag_source(array: np.ndarray, job: _Job) -> None:
+    """Remember how to rebuild a mapped array (read by CachedVolumes when its file is damaged)."""
+    if isinstance(array, np.memmap):
+        array._harness_source = job  # type: ignore[attr-defined]
 
 
 # --------------------------------------------------------------------------- the store
@@ -381,7 +507,7 @@ class VolumeStore:
         return Volume(array=array, spacing=tuple(float(s) for s in meta["spacing"]),
                       content_key=key, problems=tuple(problems))
 
-    def _job(self, row: Any, cfg: dict) -> _Job:
+    def _job(self, row: Any, cfg: dict, check_only: bool = False) -> _Job:
         return _Job(
             series_id=str(_row_get(row, "series_id", "")),
             fmt=str(_row_get(row, "format", "dicom")),
@@ -389,6 +515,7 @@ class VolumeStore:
             cfg=cfg,
             is_label=_row_get(row, "modality") in LABEL_MODALITIES,
             entries_dir=str(self.entries_dir),
+            check_only=check_only,
         )
 
     def _try_fast(self, job: _Job, row: Any) -> Volume | None:
@@ -400,11 +527,13 @@ class VolumeStore:
             return None
         content = series_digest(list(digests.values()))
         key = cache_key(content, job.fmt, job.cfg, job.is_label)
-        entry = _read_entry(self.entries_dir, key)
+        entry = _read_entry(self.entries_dir, key, quiet=True)  # the job reports damage
         if entry is None:
             return None
         self.n_cache_hits += 1
-        return self._volume(row, key, entry[0], entry[1], digests)
+        vol = self._volume(row, key, entry[0], entry[1], digests)
+        _tag_source(vol.array, job)
+        return vol
 
     def _finish(self, job: _Job, row: Any, res: _JobResult) -> Volume:
         self.memo.put_many(res.memo_rows)
@@ -423,7 +552,9 @@ class VolumeStore:
         if entry is None:
             raise SeriesError([Problem(str(self.entries_dir),
                                        f"cache entry {res.key} vanished after writing")])
-        return self._volume(row, res.key, entry[0], entry[1], res.digests, res.read_problems)
+        vol = self._volume(row, res.key, entry[0], entry[1], res.digests, res.read_problems)
+        _tag_source(vol.array, job)
+        return vol
 
     def _settle(self, job: _Job, row: Any, res: _JobResult) -> tuple[Volume | None, list[Problem]]:
         """:meth:`_finish` for a batch: the volume (or None) and the series' problems."""
@@ -500,6 +631,41 @@ class VolumeStore:
                     problems.extend(probs)
                     bar.update(1)
         return volumes, problems
+
+    def check_many(self, series_df: pd.DataFrame | None) -> list[Problem]:
+        """Problems of series that will not be used: every file read and decoded once.
+
+        Why: a bad file in a skipped series (a second T1, an unknown description) must be
+        named like any other. Only the problems are cached (no array), under their own
+        key, so a rerun finds them through the stat memo without reading a file.
+        """
+        problems: list[Problem] = []
+        if series_df is None or series_df.empty:
+            return problems
+        for _, row in series_df.iterrows():
+            job = self._job(row, {}, check_only=True)
+            meta, digests, extra = None, None, []
+            if job.files:
+                digests = self._memo_digests(job.files)
+            if digests is not None:
+                key = cache_key(series_digest(list(digests.values())), job.fmt, _CHECK_ONLY,
+                                job.is_label)
+                entry = _read_entry(self.entries_dir, key, with_array=False)
+                meta = entry[0] if entry is not None else None
+            if meta is None:
+                res = _run_job(job)
+                self.memo.put_many(res.memo_rows)
+                self.n_files_read += res.files_read
+                digests, extra = res.digests, list(res.read_problems)
+                if res.meta is None and res.key is not None:
+                    entry = _read_entry(self.entries_dir, res.key, with_array=False)
+                    meta = entry[0] if entry is not None else None
+                else:
+                    meta = res.meta
+            found = extra + (self._problems_from_meta(row, meta, digests or {}) if meta else [])
+            problems += [Problem(p.path, f"{p.reason} (in a series that is not used)")
+                         for p in found]
+        return problems
 
     def content_digest(self, series_row: Any) -> str:
         """Digest of a series' file contents (memo first; reads only unknown files)."""

@@ -101,6 +101,7 @@ def check_dataset(
         store = store or VolumeStore(progress=progress)
         try:
             volumes, problems = store.load_many(cohort.series)
+            problems += store.check_many(cohort.skipped)
         finally:
             if own:
                 store.close()
@@ -118,6 +119,17 @@ def check_dataset(
         for pid in sorted(set(cohort.series["patient_id"]) - usable):
             report.problems.append(Problem(pid, "patient has no decodable image series"))
     return report
+
+
+def unused_series_problems(cohort: Cohort, used: pd.DataFrame, store: VolumeStore
+                           ) -> list[Problem]:
+    """Bad files in the series a run will not decode: skipped by the adapter, or of a
+    modality the suite does not use. Why: ``run`` names the same bad files as ``data check``."""
+    unused = cohort.series[~cohort.series["series_id"].isin(used["series_id"])]
+    frames = [f for f in (unused, cohort.skipped) if f is not None and not f.empty]
+    if not frames:
+        return []
+    return store.check_many(pd.concat(frames, ignore_index=True))
 
 
 def _summarise(cohort: Cohort) -> CheckReport:

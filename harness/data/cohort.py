@@ -70,6 +70,11 @@ class Cohort:
     series: pd.DataFrame
     patients: pd.DataFrame
     problems: list[Problem] = field(default_factory=list)
+    #: Series found on disk but not used (a second series of a modality in a study, an
+    #: unknown description, a folder whose first files do not parse): same columns as
+    #: ``series``, ``series_id`` unique. Why kept: ``data check`` and ``run`` still read
+    #: every file in them, so a bad file is named even where the adapter skips it.
+    skipped: pd.DataFrame | None = None
 
     @property
     def patient_ids(self) -> list[str]:

@@ -101,16 +101,18 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def index_dicom_tree(root: Path, modality_map: ModalityMap
+def index_dicom_tree(root: Path, modality_map: ModalityMap, skipped: list[_SeriesRecord] | None = None
                      ) -> tuple[list[_SeriesRecord], dict[str, Path], list[Problem]]:
     """Find every series folder under ``root`` (any depth) and read one header each.
 
     Returns the series (one per patient/study/modality), the folder of each patient,
     and problems: empty or unreadable folders, folders without DICOM, unknown series
-    descriptions, duplicate modalities within a study.
+    descriptions, duplicate modalities within a study. Series folders that are found but
+    not used are appended to ``skipped`` (when given), so their files can still be checked.
     """
     problems: list[Problem] = []
     records: list[_SeriesRecord] = []
+    unused: list[_SeriesRecord] = skipped if skipped is not None else []
     patient_folders: dict[str, Path] = {}
     folders_with_series: set[Path] = set()
     top_folders: list[Path] = []
@@ -135,11 +137,14 @@ def index_dicom_tree(root: Path, modality_map: ModalityMap
                 problems.append(Problem(str(folder), "empty folder"))
             continue
         ds = _first_header(folder, files)
+        top = root / rel[0]
         if ds is None:
             problems.append(Problem(str(folder),
                                     f"no readable DICOM file among {len(files)} file(s)"))
+            unused.append(_SeriesRecord(rel[0], top, f"{rel[0]}_{folder.name}", "", "",
+                                        folder.name, float("inf"), folder,
+                                        tuple(prefix + f for f in files)))
             continue
-        top = root / rel[0]
         patient_id = str(getattr(ds, "PatientID", "") or "").strip() or rel[0]
         study_date = _iso_from_dicom_date(getattr(ds, "StudyDate", "")) \
             or _iso_from_folders(rel[1:-1] or rel)
@@ -161,6 +166,8 @@ def index_dicom_tree(root: Path, modality_map: ModalityMap
         if not matched:
             problems.append(Problem(str(folder), f"unknown series description '{desc}'; "
                                                  "series skipped (add it to the modality map)"))
+            unused.append(_SeriesRecord(patient_id, top, study_id, study_date, "", desc,
+                                        series_number, folder, tuple(prefix + f for f in files)))
             continue
         if modality is None:
             continue  # ignored on purpose by the user's map
@@ -182,16 +189,20 @@ def index_dicom_tree(root: Path, modality_map: ModalityMap
             problems.append(Problem(str(r.folder), f"another {r.modality} series in study "
                                                    f"{r.study_id} (kept {kept[-1].folder.name}); "
                                                    "series skipped"))
+            unused.append(r)
             continue
         kept.append(r)
     return kept, patient_folders, problems
 
 
-def series_frame(records: list[_SeriesRecord], fmt: str = "dicom") -> pd.DataFrame:
+def series_frame(records: list[_SeriesRecord], fmt: str = "dicom", *, unused: bool = False
+                 ) -> pd.DataFrame:
+    """One row per series; ``unused`` series get an id naming their folder (still unique)."""
     if not records:
         return empty_series_frame()
     rows = [{
-        "series_id": f"{r.patient_id}/{r.study_id}/{r.modality}",
+        "series_id": f"{r.patient_id}/{r.study_id}/{r.modality}"
+        + (f"/unused:{r.folder.name}" if unused else ""),
         "patient_id": r.patient_id,
         "study_id": r.study_id,
         "study_date": r.study_date,
@@ -270,7 +281,8 @@ def load_rembrandt(root: Path, *, modality_map: ModalityMap | Mapping | None = N
     root = Path(root)
     cols = clinical_columns if isinstance(clinical_columns, ClinicalColumns) \
         else ClinicalColumns(**dict(clinical_columns or {}))
-    records, folders, problems = index_dicom_tree(root, make_modality_map(modality_map))
+    skipped: list[_SeriesRecord] = []
+    records, folders, problems = index_dicom_tree(root, make_modality_map(modality_map), skipped)
     csv_path = _resolve_csv(root, clinical_csv)
     clinical, csv_problems = read_rembrandt_clinical(csv_path, cols)
     problems += csv_problems
@@ -288,7 +300,8 @@ def load_rembrandt(root: Path, *, modality_map: ModalityMap | Mapping | None = N
         problems.append(Problem(str(csv_path), f"row for patient {pid} but no images were "
                                                f"found for this patient under {root}"))
     patients = pd.DataFrame(rows, columns=["patient_id", "grade", "disease"])
-    return Cohort("rembrandt", root, series_frame(records), patients, problems)
+    return Cohort("rembrandt", root, series_frame(records), patients, problems,
+                  skipped=series_frame(skipped, unused=True))
 
 
 # --------------------------------------------------------------------------- BTP
@@ -297,7 +310,8 @@ def load_rembrandt(root: Path, *, modality_map: ModalityMap | Mapping | None = N
 def load_btp(root: Path, *, modality_map: ModalityMap | Mapping | None = None) -> Cohort:
     """Brain-Tumor-Progression: two studies per patient; their dates are the labels."""
     root = Path(root)
-    records, folders, problems = index_dicom_tree(root, make_modality_map(modality_map))
+    skipped: list[_SeriesRecord] = []
+    records, folders, problems = index_dicom_tree(root, make_modality_map(modality_map), skipped)
     studies: dict[str, dict[str, str]] = {}
     for r in records:
         studies.setdefault(r.patient_id, {})[r.study_id] = r.study_date
@@ -327,4 +341,5 @@ def load_btp(root: Path, *, modality_map: ModalityMap | Mapping | None = None) -
                                            "baseline_date", "followup_date",
                                            "interval_days"])
     patients["interval_days"] = patients["interval_days"].astype("Int64")
-    return Cohort("btp", root, series_frame(records), patients, problems)
+    return Cohort("btp", root, series_frame(records), patients, problems,
+                  skipped=series_frame(skipped, unused=True))

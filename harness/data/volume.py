@@ -25,7 +25,7 @@ from harness.data.cohort import Problem
 from harness.errors import HarnessError
 
 #: Bumped whenever decoding changes what arrays come out, so old cache entries are ignored.
-DECODER_VERSION = "1"
+DECODER_VERSION = "2"  # 2: spacing inconsistencies reported
 
 
 class SeriesError(HarnessError):
@@ -281,14 +281,29 @@ def decode_dicom(blobs: Sequence[bytes], names: Sequence[str] | None = None) -> 
     first = slices[idx[0]][2]
     ps = _floats(getattr(first, "PixelSpacing", None), 2)
     dy, dx = (float(ps[0]), float(ps[1])) if ps is not None else (1.0, 1.0)
+    for k in idx[1:]:
+        other = _floats(getattr(slices[k][2], "PixelSpacing", None), 2)
+        if ps is not None and other is not None and not np.allclose(other, ps, rtol=1e-3):
+            problems.append((slices[k][0], f"PixelSpacing {other[0]:g}x{other[1]:g} mm differs "
+                                           f"from the series' {ps[0]:g}x{ps[1]:g} mm; "
+                                           "the first slice's is used"))
     dz = None
     if have_pos and len(idx) > 1:
         z = np.array([positions[k] for k in idx], dtype=float)
         gaps = np.diff(z)
         dz = float(np.median(gaps))
-        if dz > 0 and gaps.max() > 1.5 * dz + 1e-6:
-            problems.append((None, f"uneven slice positions (largest gap {gaps.max():.2f} mm "
-                                   f"vs {dz:.2f} mm): a slice may be missing"))
+        # Against the smallest gap, not the median: in a short series one missing
+        # slice moves the median itself (gaps 2, 4 have median 3).
+        gmin, gmax = float(gaps.min()), float(gaps.max())
+        if gmin <= 1e-6:
+            problems.append((None, "two or more slices share one position (duplicate "
+                                   "slices?)"))
+        elif gmax > 1.5 * gmin + 1e-6 and abs(gmax / gmin - round(gmax / gmin)) < 0.2:
+            problems.append((None, f"uneven slice positions (largest gap {gmax:.2f} mm "
+                                   f"vs {gmin:.2f} mm): a slice may be missing"))
+        elif gmax - gmin > 0.1 * gmin + 1e-3:
+            problems.append((None, f"inconsistent slice spacing (gaps from {gmin:.2f} "
+                                   f"to {gmax:.2f} mm); kept with the median {dz:.2f} mm"))
         if dz <= 0:
             dz = None
     if dz is None:

@@ -21,7 +21,9 @@ class ExplainConfig:
     perturbations_per_eval: int = 16  # perturbed inputs per forward pass (perturbation methods)
     internal_batch_size: int = 32  # IG steps per forward/backward pass
     # -- sample counts
-    ig_steps: int = 32
+    ig_steps: int = 32  # starting point: doubled until the completeness error is within ig_tolerance
+    ig_tolerance: float = 0.005  # |sum(IG) - (f(x) - f(x0))| / |f(x) - f(x0)| the steps must reach
+    ig_max_steps: int = 4096
     smoothgrad_samples: int = 16
     smoothgrad_stdev: float = 0.15  # noise sd, in units of the (normalised) input
     gradshap_samples: int = 16

@@ -6,7 +6,7 @@ Takes any ``nn.Module`` and arrays; knows nothing about files, cohorts or MLflow
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -29,6 +29,7 @@ SCORE_COLUMNS: dict[str, str] = {
     "randomisation_similarity": "rank similarity to the original map after randomising all layers (lower better)",
     "randomisation_pass": "passes the cascading randomisation check (similarity below the threshold)",
     "completeness_error": "|sum(attr) - (f(x) - f(0))| / |f(x) - f(0)| (IG's axiom; lower better)",
+    "ig_steps": "integration steps IG used: doubled until Captum's convergence delta is within ig_tolerance",
     "seconds": "compute time of the attribution, per case",
 }
 
@@ -97,9 +98,14 @@ def explain_case(model: nn.Module, x: np.ndarray, label: int, methods: list[str]
         case.deletion[name] = curve
         if name == "integrated_gradients":
             row["completeness_error"] = scores.completeness_error(model, xt, label, attr, cfg.baseline_value)
+            if extra.ig_steps_used is not None:
+                row["ig_steps"] = float(extra.ig_steps_used)
         if sanity and name in sanity_set:
-            def rerun(m: nn.Module, _name: str = name) -> np.ndarray:
-                return attribute(_name, m, xt, label, cfg, extra)[0].numpy()
+            # randomised models get the steps the real one started with, not the adaptive search
+            rerun_cfg = replace(cfg, ig_max_steps=cfg.ig_steps)
+
+            def rerun(m: nn.Module, _name: str = name, _cfg: ExplainConfig = rerun_cfg) -> np.ndarray:
+                return attribute(_name, m, xt, label, _cfg, extra)[0].numpy()
 
             res = scores.cascading_randomisation(model, xt, label, rerun, attr, cfg.sanity_threshold, cfg.seed)
             case.randomisation[name] = res

@@ -55,6 +55,9 @@ class MethodInputs:
     feature_mask: torch.Tensor | None = None
     batch: torch.Tensor | None = None
     layer: nn.Module | None = None
+    #: Written by integrated gradients: the steps it needed and its relative convergence delta.
+    ig_steps_used: int | None = None
+    ig_relative_delta: float | None = None
 
 
 MethodFn = Callable[[nn.Module, torch.Tensor, int, ExplainConfig, MethodInputs], torch.Tensor]
@@ -130,9 +133,21 @@ def input_x_gradient(model, x, target, cfg, extra):
 
 
 def integrated_gradients(model, x, target, cfg, extra):
-    return IntegratedGradients(model).attribute(
-        _grad_input(x), baselines=_ref(x, cfg), target=target, n_steps=cfg.ig_steps,
-        internal_batch_size=cfg.internal_batch_size)
+    """IG with enough steps: doubled from ``ig_steps`` until Captum's convergence delta is
+    within ``ig_tolerance`` of f(x) - f(x0) (or ``ig_max_steps``); both are recorded."""
+    ig, ref = IntegratedGradients(model), _ref(x, cfg)
+    with torch.no_grad():
+        gap = abs(float(model(x)[0, target]) - float(model(ref)[0, target]))
+    steps = max(1, int(cfg.ig_steps))
+    while True:
+        attr, delta = ig.attribute(_grad_input(x), baselines=ref, target=target, n_steps=steps,
+                                   internal_batch_size=cfg.internal_batch_size, return_convergence_delta=True)
+        relative = abs(float(delta.sum())) / gap if gap > 1e-12 else abs(float(delta.sum()))
+        if relative <= cfg.ig_tolerance or steps >= cfg.ig_max_steps:
+            break
+        steps = min(2 * steps, int(cfg.ig_max_steps))
+    extra.ig_steps_used, extra.ig_relative_delta = steps, relative
+    return attr
 
 
 def deeplift(model, x, target, cfg, extra):

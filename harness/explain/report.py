@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 
 from harness.explain.engine import SCORE_COLUMNS, CaseExplanation, label_of  # noqa: E402
 from harness.explain.postprocess import CMAP  # noqa: E402
+from harness.explain.sanity import adebayo_verdict, sanity_table  # noqa: E402
 
 
 def _png(fig: Any) -> str:
@@ -147,6 +148,13 @@ def write_report(out_dir: Path, *, title: str, meta: dict[str, Any], cases: list
     meta_rows = [[str(k), str(v)] for k, v in meta.items()]
     notes = [f"{c}: {d}" for c, d in SCORE_COLUMNS.items()]
     failures = sorted({f"{n}: {e}" for c in cases for n, e in c.errors.items()})
+    sanity = sanity_table(cases, methods)
+    sanity_header = ["method", "cases", "final similarity (mean)", "95% CI (cases)", "minus gradient [95% CI]"]
+    sanity_rows = [[label_of(r.method), str(r.n_cases), _fmt(r.mean), f"[{_fmt(r.ci95[0])}, {_fmt(r.ci95[1])}]",
+                    "" if r.minus_gradient is None or r.minus_gradient_ci95 is None else
+                    f"{r.minus_gradient:+.3f} [{r.minus_gradient_ci95[0]:+.3f}, {r.minus_gradient_ci95[1]:+.3f}]"]
+                   for r in sanity]
+    sanity_text = adebayo_verdict(sanity) if sanity else "The randomisation check was not run."
 
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>",
@@ -158,6 +166,8 @@ def write_report(out_dir: Path, *, title: str, meta: dict[str, Any], cases: list
              "<ul class='note'>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>",
              f"<p class='note'>Deletion area with a random ranking (chance): "
              f"{_fmt(float(np.nanmean([c.random_deletion_auc for c in cases])))}</p>",
+             "<h2>Sanity check: cascading randomisation of the weights (Adebayo et al. 2018)</h2>",
+             f"<p>{html.escape(sanity_text)}</p>", _html_table(sanity_header, sanity_rows),
              "<h2>Deletion curves</h2>", f"<img src='data:image/png;base64,{deletion_figure(cases, methods)}'>",
              "<h2>Compute time per method</h2>", _html_table(["method", "seconds per case"], time_rows),
              f"<img src='data:image/png;base64,{timing_figure(summary)}'>",
@@ -179,7 +189,9 @@ def write_report(out_dir: Path, *, title: str, meta: dict[str, Any], cases: list
     md = [f"# {title}", "", _md_table(["setting", "value"], meta_rows), "",
           "## Modality importance (exact Shapley)", "", verdict, "", _md_table(mi_header, mi_rows), "",
           "## Scores per method (mean over cases)", "", _md_table(header, rows), "",
-          *[f"- {n}" for n in notes], "", "## Compute time", "", _md_table(["method", "seconds per case"], time_rows)]
+          *[f"- {n}" for n in notes], "",
+          "## Sanity check: cascading randomisation of the weights (Adebayo et al. 2018)", "", sanity_text, "",
+          _md_table(sanity_header, sanity_rows), "", "## Compute time", "", _md_table(["method", "seconds per case"], time_rows)]
     if skipped or failures:
         md += ["", "## Not run / problems", ""] + [f"- {n}: {r}" for n, r in skipped.items()] + [f"- {f}" for f in failures]
     md_path = out_dir / "report.md"

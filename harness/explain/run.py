@@ -46,7 +46,7 @@ RUN_DEFAULTS: dict[str, Any] = {
 }
 
 #: Cascading randomisation for a registered baseline unless ``sanity_methods`` is set.
-BASELINE_SANITY_METHODS: tuple[str, ...] = ("gradient",)
+BASELINE_SANITY_METHODS: tuple[str, ...] = ("gradient", "guided_backprop", "guided_grad_cam")
 
 
 @dataclass
@@ -114,7 +114,7 @@ def resolve(opts: ExplainOptions) -> tuple[str, dict[str, Any], dict[str, Any], 
     cfg = ExplainConfig.from_mapping(engine_raw, f"suite {name!r} [explain.config]")
     if "sanity_methods" not in engine_raw and run["model"] not in MODELS and opts.model_file is None:
         # A published network has ~20-60 parametrised layers: one re-explanation each per
-        # method. Unless the suite asks for more, only the plain gradient gets the check.
+        # method. Unless the suite asks otherwise, only the methods Adebayo et al. compared get it.
         cfg.sanity_methods = list(BASELINE_SANITY_METHODS)
     return name, data, run, cfg
 

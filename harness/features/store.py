@@ -69,13 +69,15 @@ class FeatureStore:
         path = self.cache_dir / f"{key}-{tag}.npy" if (self.cache_dir and key) else None
         if path is None:
             return self._compute(data, image_id, fn, None)
-        if path.exists():
-            return np.load(path)
+        feats = _load(path)
+        if feats is not None:
+            return feats
         with _series_lock(path.with_suffix(".lock"), wait) as locked:
             if not locked:
                 return None
-            if path.exists():  # written while we waited
-                return np.load(path)
+            feats = _load(path)  # written while we waited
+            if feats is not None:
+                return feats
             return self._compute(data, image_id, fn, path)
 
     def _compute(self, data: TaskData, image_id: str, fn: FeatureFn, path: Path | None) -> np.ndarray:
@@ -84,6 +86,22 @@ class FeatureStore:
         if path is not None:
             atomic_write(path, lambda fh: np.save(fh, feats))
         return feats
+
+
+def _load(path: Path) -> np.ndarray | None:
+    """Cached features, or None when absent or damaged (logged; then recomputed).
+
+    Read whole, not memory-mapped: a short file raises here instead of a bus error later.
+    """
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, EOFError) as exc:
+        from harness.console import log
+
+        log(f"cache: {path} is damaged ({exc}); computing its features again")
+        return None
 
 
 @contextmanager

@@ -9,12 +9,15 @@ baselines see only :class:`TaskData`, never files.
 - ``survival``: one modality image per sample, target grade (HGG/LGG) or survival class.
 """
 
+from typing import Any, Callable
+
 from harness.tasks.base import SAMPLE_COLUMNS, TaskData, foreground_fraction
 from harness.tasks.grading import GRADE_CLASSES, grading_task
 from harness.tasks.progression import progression_task
 from harness.tasks.survival import survival_task
 
-TASK_BUILDERS = {
+#: task name -> builder(cohort, arrays, content_keys, **task_options) -> (TaskData, problems)
+TASK_BUILDERS: dict[str, Callable[..., tuple[TaskData, list[Any]]]] = {
     "grading": grading_task,
     "progression": progression_task,
     "survival": survival_task,

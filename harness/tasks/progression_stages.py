@@ -144,11 +144,17 @@ def grading_stages(
         cached.parent.mkdir(parents=True, exist_ok=True)
         slices.to_csv(cached, index=False)
         tags.update({k: v for k, v in ctx.tags.items()})
+        if val_p:
+            # the bar a grader must clear: always answering the validation slices' commonest grade
+            val_grades = aux.samples.loc[is_val, "target"].astype(str)
+            tags["grader_val_majority"] = f"{float(val_grades.value_counts(normalize=True).iloc[0]):.3f}"
         if ctx.history:
             last = ctx.history[-1]
-            tags["grader_val_accuracy_best"] = str(max((h.get("val_metric", float("nan")) for h in ctx.history),
-                                                       default=float("nan")))
+            best = max((h.get("val_metric", float("nan")) for h in ctx.history), default=float("nan"))
+            tags["grader_val_accuracy_best"] = str(best)
             tags["grader_epochs"] = str(last["epoch"] + 1)
+            log(f"stage 1: grader validation accuracy {best:.3f} (best epoch) against "
+                f"{tags.get('grader_val_majority', 'n/a')} for the majority class")
         tag_file.write_text(json.dumps({k: v for k, v in tags.items() if k.startswith(("grader", "resnet18"))}))
     grades = scan_grades(slices)
     table = eligibility_table(grades)

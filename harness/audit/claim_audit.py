@@ -1,0 +1,151 @@
+"""``python -m harness audit CLAIM``: rerun a claim's pipeline under the paper's protocol and
+with patients held out, beside the trivial controls, and write the verdict.
+
+Each claim runs its suite restricted to the claim's baseline, its trivial controls and
+its protocols (``harness.audit.claims``); the verdict comes from the run's
+``summary.json`` by the rules of ``harness.audit.verdict``. ``audit all`` runs every
+claim and writes an index.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from harness.audit import report as R
+from harness.audit.claims import CLAIMS, Claim
+from harness.audit.verdict import RULES, audit_record
+from harness.console import log
+from harness.paths import default_cache_dir
+
+
+@dataclass
+class ClaimOptions:
+    data: Path | None = None
+    aux_data: Path | None = None
+    signal: str | None = None
+    patients: int | None = None
+    seed: int | None = None
+    profile: str = "quick"
+    out: Path | None = None
+    tracking_uri: str | None = None
+    cache_dir: Path | None = None
+    device: str = "cpu"
+    progress: bool = True
+    baselines: list[str] | None = None
+
+
+def regenerate_command(claim: Claim, opts: ClaimOptions) -> str:
+    parts = ["python -m harness audit", claim.name]
+    for flag, value in (("--signal", opts.signal), ("--patients", opts.patients), ("--seed", opts.seed)):
+        if value is not None:
+            parts.append(f"{flag} {value}")
+    if opts.profile != "quick":
+        parts.append(f"--profile {opts.profile}")
+    return " ".join(parts)
+
+
+def run_claim(claim: Claim, opts: ClaimOptions) -> tuple[dict[str, Any], list[Path]]:
+    """Run the claim's suite and write ``audit.json`` (and ``audit.md``/``.html``) in ``opts.out``."""
+    from harness.runner import RunOptions, run_suite
+    from harness.suite import load_suite
+
+    suite = load_suite(claim.suite)
+    if opts.patients is not None:
+        suite.data["patients"] = opts.patients
+    if opts.signal is not None:
+        suite.data["signal"] = opts.signal
+    if claim.target is not None and "targets" in suite.task_options:
+        suite.task_options["targets"] = [claim.target]
+    out = Path(opts.out or Path("reports") / "audit" / claim.name)
+    # A dedicated audit (progression) reads every baseline of its suite; the others need only theirs.
+    baselines = opts.baselines or (None if claim.dedicated else
+                                   list(dict.fromkeys([claim.baseline, *claim.trivial_baselines])))
+    protocols = [claim.paper_protocol, *claim.honest_protocols]
+    log(f"audit {claim.name}: {claim.suite} suite, {', '.join(baselines or ['its baselines'])} under "
+        f"{', '.join(protocols)}")
+    result = run_suite(suite, RunOptions(
+        data=opts.data, aux_data=opts.aux_data, out=out, tracking_uri=opts.tracking_uri, seed=opts.seed,
+        profile=opts.profile, device=opts.device, cache_dir=opts.cache_dir or default_cache_dir(), progress=opts.progress,
+        baselines=baselines, protocols=[p for p in protocols if p in suite.protocols],
+    ))
+    record = audit_record(claim, result.summary)
+    record["regenerate"] = regenerate_command(claim, opts)
+    record["failures"] = list(result.failures)
+    paths = [out / "audit.json"]
+    out.mkdir(parents=True, exist_ok=True)
+    paths[0].write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
+    if claim.dedicated is None:  # the progression claim's own stages write its audit.md/.html
+        paths += claim_report(claim, record).write(out, "audit")
+    return record, paths
+
+
+def _rows(record: dict[str, Any]) -> pd.DataFrame:
+    rows = []
+    for role, entries in (("paper protocol", [record["paper_protocol"]]), ("honest", record["honest"]),
+                          ("trivial", record["trivial"])):
+        for e in entries:
+            lo, hi = e["ci95"]
+            rows.append({"role": role, "baseline": e["baseline"], "protocol": e["protocol"],
+                         "mean": R.fmt(e["mean"]), "95% CI": R.fmt((lo, hi)) if lo is not None else "n/a",
+                         "did not learn": "yes" if e["did_not_learn"] else ""})
+    return pd.DataFrame(rows)
+
+
+def claim_report(claim: Claim, record: dict[str, Any]) -> R.Report:
+    rep = R.Report(f"Audit: {claim.name}")
+    ds = record.get("dataset", {})
+    rep.intro += [
+        f"Paper: {claim.paper}.", f"Claim: {claim.statement}.",
+        f"Data: {ds.get('name', 'n/a')} ({ds.get('n_patients', '?')} patients, {ds.get('n_samples', '?')} "
+        f"samples; fingerprint {str(ds.get('fingerprint', ''))[:16]}); seed {record.get('seed')}.",
+        f"Regenerate: `{record['regenerate']}`.",
+    ]
+    s = R.Section("Verdict")
+    s.paragraphs = [f"**{record['verdict']}** (reproduced under the paper's protocol: "
+                    f"{'n/a' if record['reproduced'] is None else 'yes' if record['reproduced'] else 'no'})",
+                    *record["reasons"], *claim.notes]
+    rep.sections.append(s)
+    s = R.Section(f"{claim.metric} under each protocol (95% patient-bootstrap CI)")
+    s.tables.append(("results", _rows(record)))
+    rep.sections.append(s)
+    s = R.Section("The rules behind the verdict")
+    s.paragraphs = list(RULES)
+    rep.sections.append(s)
+    return rep
+
+
+def write_index(records: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+    """``index.md`` and ``index.html``: claim -> reported -> paper protocol -> honest -> verdict."""
+    rows = []
+    for r in records:
+        p = r["paper_protocol"]
+        honest = "; ".join(f"{h['protocol']} {R.fmt(h['mean'])} {R.fmt(tuple(h['ci95']))}" for h in r["honest"])
+        rows.append({"claim": r["claim"], "reported": f"{r['reported']['metric']} {r['reported']['value']:g} "
+                                                      f"({r['reported']['protocol']})",
+                     "paper protocol": f"{p['baseline']} {R.fmt(p['mean'])} {R.fmt(tuple(p['ci95']))}",
+                     "honest": honest, "verdict": r["verdict"], "regenerate": f"`{r.get('regenerate', '')}`"})
+    rep = R.Report("Audits of the published claims")
+    rep.intro.append("Each claim rerun under the paper's protocol and with patients held out; "
+                     "`python -m harness audit all` regenerates this index and every audit below it.")
+    s = R.Section("Claims")
+    s.tables.append(("claims", pd.DataFrame(rows)))
+    rep.sections.append(s)
+    s = R.Section("The rules behind the verdicts")
+    s.paragraphs = list(RULES)
+    rep.sections.append(s)
+    return rep.write(out_dir, "index")
+
+
+def run_all(opts: ClaimOptions) -> tuple[list[dict[str, Any]], list[Path]]:
+    root = Path(opts.out or Path("reports") / "reference")
+    records, paths = [], []
+    for claim in CLAIMS.values():
+        record, written = run_claim(claim, ClaimOptions(**{**opts.__dict__, "out": root / claim.name}))
+        records.append(record)
+        paths += written
+    return records, paths + write_index(records, root)

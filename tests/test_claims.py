@@ -1,0 +1,107 @@
+"""Claim audits: the verdict rules on fixed numbers, and one small end-to-end audit."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from harness.audit.claims import CLAIMS, format_claims, get_claim
+from harness.audit.verdict import Result, audit_record, decide
+from harness.errors import HarnessError
+
+GRADING = CLAIMS["capstone-grading-accuracy"]  # accuracy 0.847, row_random vs patient_kfold
+MAE = CLAIMS["progression-mae"]  # mae 0.02, lower is better
+
+
+def paper(mean, lo, hi, dnl=False):
+    return Result("m", GRADING.paper_protocol, mean, (lo, hi), dnl)
+
+
+def honest(mean, lo, hi, dnl=False, protocol="patient_kfold"):
+    return Result("m", protocol, mean, (lo, hi), dnl)
+
+
+def test_leak_reproduced_and_honest_far_below_does_not_survive():
+    v = decide(GRADING, paper(0.86, 0.80, 0.91), [honest(0.55, 0.45, 0.64)], [])
+    assert (v.verdict, v.reproduced) == ("does not survive", True)
+
+
+def test_honest_ci_reaching_the_reported_value_survives():
+    v = decide(GRADING, paper(0.88, 0.84, 0.92), [honest(0.80, 0.72, 0.86)], [])
+    assert v.verdict == "survives" and v.reproduced is True
+
+
+def test_not_reproduced_but_separated_still_does_not_survive():
+    # 0.70 < 0.847 - 0.10: not reproduced, but the leaky CI sits wholly above the honest one
+    v = decide(GRADING, paper(0.70, 0.66, 0.74), [honest(0.40, 0.33, 0.47)], [])
+    assert (v.verdict, v.reproduced) == ("does not survive", False)
+
+
+def test_neither_reaches_nor_separated_is_inconclusive():
+    v = decide(GRADING, paper(0.45, 0.38, 0.52), [honest(0.42, 0.35, 0.50)], [])
+    assert (v.verdict, v.reproduced) == ("inconclusive", False)
+
+
+@pytest.mark.parametrize("where", ["paper", "honest"])
+def test_a_model_that_did_not_learn_never_carries_a_verdict(where):
+    # the same numbers as the "does not survive" case, one side flagged
+    v = decide(GRADING, paper(0.86, 0.80, 0.91, dnl=where == "paper"),
+               [honest(0.55, 0.45, 0.64, dnl=where == "honest")], [])
+    assert v.verdict == "inconclusive" and "did not learn" in v.reasons[0]
+
+
+def test_missing_numbers_are_inconclusive():
+    assert decide(GRADING, paper(None, None, None), [honest(0.5, 0.4, 0.6)], []).verdict == "inconclusive"
+    assert decide(GRADING, paper(0.9, 0.85, 0.95), [honest(0.5, None, None)], []).verdict == "inconclusive"
+
+
+def test_error_claims_use_the_memoriser_mechanism_rule():
+    trivial = [Result("patient_memorizer", "row_random", 0.60), Result("mean", "row_random", 2.5)]
+    rep = decide(MAE, Result("cnn_lstm", "row_random", 0.70, (0.5, 0.9)),
+                 [Result("cnn_lstm", "leave_one_patient_out", 1.9, (1.5, 2.3))], trivial)
+    assert (rep.verdict, rep.reproduced) == ("does not survive", True)  # 0.70 <= 1.25*0.60 and <= 0.3*2.5
+    weak = decide(MAE, Result("cnn_lstm", "row_random", 1.2, (1.0, 1.4)),
+                  [Result("cnn_lstm", "leave_one_patient_out", 1.3, (1.1, 1.6))], trivial)
+    assert (weak.verdict, weak.reproduced) == ("inconclusive", False)
+
+
+def test_audit_record_reads_summary_entries_and_flags():
+    summary = {"results": [
+        {"baseline": "resnet18_grader", "protocol": "row_random", "metric": "accuracy", "mean": 0.9,
+         "ci95": [0.85, 0.94]},
+        {"baseline": "resnet18_grader", "protocol": "patient_kfold", "metric": "accuracy", "mean": 0.5,
+         "ci95": [0.4, 0.6], "did_not_learn": True},
+        {"baseline": "majority", "protocol": "row_random", "metric": "accuracy", "mean": 0.47, "ci95": [0.4, 0.5]},
+    ], "dataset": {"name": "x"}, "seed": 0}
+    rec = audit_record(GRADING, summary)
+    assert rec["paper_protocol"]["mean"] == 0.9 and rec["honest"][0]["did_not_learn"] is True
+    assert rec["verdict"] == "inconclusive"
+    assert {"claim", "paper", "reported", "paper_protocol", "honest", "trivial", "reproduced", "verdict"} <= set(rec)
+
+
+def test_claim_list_and_unknown_claim():
+    text = format_claims()
+    for name in ("capstone-grading-accuracy", "fasihi-dwtdct-accuracy", "progression-mae", "valbuena-grade-f1",
+                 "valbuena-survival-accuracy"):
+        assert name in text
+    with pytest.raises(HarnessError, match="unknown claim"):
+        get_claim("nope")
+
+
+def test_end_to_end_audit_writes_json_md_html(tiny_rembrandt: Path, tmp_path: Path, monkeypatch):
+    """A grading claim on the tiny cohort, with a fast baseline standing in for the CNN."""
+    from harness.audit import claim_audit
+
+    claim = replace(GRADING, name="tiny-grading", baseline="logreg_dwtdct", trivial_baselines=("majority",))
+    record, paths = claim_audit.run_claim(claim, claim_audit.ClaimOptions(
+        data=tiny_rembrandt, out=tmp_path / "a", tracking_uri="none", cache_dir=tmp_path / "cache",
+        progress=False))
+    assert {p.name for p in paths} >= {"audit.json", "audit.md", "audit.html"}
+    saved = json.loads((tmp_path / "a" / "audit.json").read_text())
+    assert saved["verdict"] in ("survives", "does not survive", "inconclusive")
+    assert saved["paper_protocol"]["baseline"] == "logreg_dwtdct" and saved["paper_protocol"]["mean"] is not None
+    assert [h["protocol"] for h in saved["honest"]] == ["patient_kfold"]
+    assert "The rules behind the verdict" in (tmp_path / "a" / "audit.md").read_text()
