@@ -316,7 +316,7 @@ def test_ray_without_address_starts_a_local_instance_even_with_a_cluster_named(m
 
 
 @dataclass(frozen=True)
-class _Job:
+class _RayJob:
     n: int
     data_key: str = ""
 
@@ -342,7 +342,7 @@ def test_ray_ignores_a_stale_cluster_file_and_leaves_no_state(monkeypatch):
         monkeypatch.setenv("PYTHONPATH", os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")]))
         out = {}
         with RayExecutor(jobs=1, threads=1) as ex:
-            run_jobs(ex, _square, [_Job(3)], {"": 1}, on_result=lambda job, res: out.setdefault(job.n, res))
+            run_jobs(ex, _square, [_RayJob(3)], {"": 1}, on_result=lambda job, res: out.setdefault(job.n, res))
         assert out == {3: 10}
         assert not ray.is_initialized()
     finally:

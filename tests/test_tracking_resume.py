@@ -110,7 +110,7 @@ def test_signal_stops_the_run_in_seconds_marks_runs_killed_and_the_rerun_resumes
     cmd = [sys.executable, "-m", "harness", "--cache-dir", str(cache), "--no-progress", "run",
            "--suite", str(suite_path), "--data", str(tiny_rembrandt), "--tracking-uri", uri]
     env = subprocess_env(Path(__file__).parent / "helpers")
-    env["SLOW_BASELINE_SECONDS"] = "6"  # a fold in flight when the signal comes takes this long
+    env["SLOW_BASELINE_SECONDS"] = "10"  # a fold in flight when the signal comes takes this long
     env["HARNESS_TEST_MARK"] = str(tmp_path)
     proc = subprocess.Popen(cmd + ["--out", str(tmp_path / "a"), "--jobs", str(jobs)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -123,7 +123,7 @@ def test_signal_stops_the_run_in_seconds_marks_runs_killed_and_the_rerun_resumes
     output = proc.communicate(timeout=60)[0].decode()
     stopped_in = time.monotonic() - sent
     assert proc.returncode == 128 + signum, output[-3000:]
-    assert stopped_in < 5.0, f"took {stopped_in:.1f}s to stop"  # sooner than the 6 s fold in flight
+    assert stopped_in < 8.0, f"took {stopped_in:.1f}s to stop"  # sooner than the 10 s fold in flight (slack for a loaded machine)
     assert "run the same command again to resume" in output and "Traceback" not in output
     deadline = time.time() + 10
     while _marked_processes(str(tmp_path)) and time.time() < deadline:
