@@ -55,26 +55,29 @@ class Tracker:
     """Writes runs to one MLflow experiment."""
 
     def __init__(self, tracking_uri: str, experiment: str) -> None:
+        from harness.locks import store_lock
+
+        # A new sqlite store's tables are created on first open: by one run at a time.
+        with store_lock(tracking_uri):
+            self._open(tracking_uri, experiment)
+
+    def _open(self, tracking_uri: str, experiment: str) -> None:
         os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
         _prepare_local_store(tracking_uri)
         from mlflow.tracking import MlflowClient
 
         self.tracking_uri = tracking_uri
-        from harness.locks import store_lock
-
-        # A new sqlite store's tables are created on first open: by one run at a time.
-        with store_lock(tracking_uri):
-            self.client = MlflowClient(tracking_uri=tracking_uri)
-            try:
-                exp = self.client.get_experiment_by_name(experiment)
-                if exp is None:
-                    self.experiment_id = self.client.create_experiment(
-                        experiment, artifact_location=default_artifact_root(tracking_uri)
-                    )
-                else:
-                    self.experiment_id = exp.experiment_id
-            except Exception as exc:  # connection refused, bad URI, locked database...
-                raise HarnessError(f"cannot open MLflow tracking store {tracking_uri}: {exc}") from exc
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        try:
+            exp = self.client.get_experiment_by_name(experiment)
+            if exp is None:
+                self.experiment_id = self.client.create_experiment(
+                    experiment, artifact_location=default_artifact_root(tracking_uri)
+                )
+            else:
+                self.experiment_id = exp.experiment_id
+        except Exception as exc:  # connection refused, bad URI, locked database...
+            raise HarnessError(f"cannot open MLflow tracking store {tracking_uri}: {exc}") from exc
 
     # -- parent runs -------------------------------------------------------------------
     def open_parent(

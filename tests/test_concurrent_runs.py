@@ -106,7 +106,9 @@ def test_two_runs_at_once_share_cache_and_store(tmp_path, same_suite):
     assert all(status == "FINISHED" for _, status, _ in runs), runs
     parents = [r for r in runs if r[2] is None]
     children = [r for r in runs if r[2] is not None]
-    assert len(parents) == 4 if same_suite else len(parents) == 3
+    # same suite: 2 parents if the second run reuses the first's finished parents, 4 if it
+    # opens its own; never a parent shared while both run (that marked folds KILLED)
+    assert len(parents) in ((2, 4) if same_suite else (3,)), runs
     assert len(children) == 3 * len(parents)  # every parent has its 3 folds, none duplicated
     from collections import Counter
 
