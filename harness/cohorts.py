@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from harness.locks import file_lock, lock_name
+
 def synthetic_cohort_dir(cache_dir: Path, spec: dict[str, Any]) -> Path:
     """Where the synthetic cohort for ``spec`` lives: its name spells out every knob."""
     grid = str(spec.get("grid_mm", 2.0)).replace(".", "p")
@@ -26,12 +28,21 @@ def ensure_synthetic_cohort(cache_dir: Path, spec: dict[str, Any], *, progress: 
     Generation writes into a temporary sibling folder and renames it when done, so a run
     killed mid-generation never leaves a half cohort that looks complete.
     """
-    from harness.synth import generate_cohort
-
     target = synthetic_cohort_dir(cache_dir, spec)
     if target.is_dir():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    # Two runs on one cache: the second waits for the first's cohort instead of
+    # generating its own and failing to rename it onto the finished one.
+    with file_lock(target.parent.parent / "locks" / lock_name("cohort", target.name), what=f"generating {target.name}"):
+        if target.is_dir():
+            return target
+        return _generate(target, spec, progress=progress)
+
+
+def _generate(target: Path, spec: dict[str, Any], *, progress: bool) -> Path:
+    from harness.synth import generate_cohort
+
     print(f"generating synthetic {spec['cohort']} cohort into {target} (once; cached after)", file=sys.stderr)
     tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", suffix=".partial", dir=target.parent))
     try:

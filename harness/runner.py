@@ -29,6 +29,7 @@ from harness.data.cohort import Problem
 from harness.data.detect import load_cohort
 from harness.data.cache import VolumeStore, dataset_fingerprint
 from harness.data.check import unused_series_problems
+from harness.locks import file_locks, run_locks
 from harness.errors import HarnessError, NoUsableDataError
 from harness.folds import (
     FoldJob,
@@ -380,6 +381,12 @@ def run_suite(suite: SuiteConfig, opts: RunOptions) -> RunResult:
         import importlib
 
         return getattr(importlib.import_module(module_name), func)(suite, opts)
+    # Two runs of one suite on one cache or store: the second waits, then reuses the folds.
+    with file_locks(run_locks(suite.name, opts.cache_dir, opts.tracking_uri), what=f"a run of suite {suite.name!r} on this cache or MLflow store"):
+        return _run_suite(suite, opts)
+
+
+def _run_suite(suite: SuiteConfig, opts: RunOptions) -> RunResult:
     seed = opts.seed if opts.seed is not None else int(suite.data.get("seed", 0))
     baselines = opts.baselines or suite.baselines
     protocols = opts.protocols or list(suite.protocols)

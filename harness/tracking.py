@@ -78,6 +78,13 @@ class Tracker:
     """Writes runs to one MLflow experiment."""
 
     def __init__(self, tracking_uri: str, experiment: str) -> None:
+        from harness.locks import store_lock
+
+        # A new sqlite store's tables are created on first open: by one run at a time.
+        with store_lock(tracking_uri):
+            self._open(tracking_uri, experiment)
+
+    def _open(self, tracking_uri: str, experiment: str) -> None:
         os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
         _prepare_local_store(tracking_uri)
         from mlflow.tracking import MlflowClient

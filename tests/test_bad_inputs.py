@@ -424,3 +424,29 @@ def test_duplicate_nifti_volume_is_read_and_named(tmp_path):
                       modality_map={"t2_copy": "T2"})
     assert _has(r.problems, dup, "another T2 volume")
     assert _has(r.problems, dup, "expected a 3-D volume", "not used")
+
+
+def test_unused_series_checked_once_and_the_same_with_workers(tmp_path):
+    """Checked in a pool like decoding; a rerun finds the problems without reading a file."""
+    root = write_rembrandt(tmp_path / "data", 2)
+    bad = []
+    for pid in ("HF0001", "HF0002"):
+        study = _series_folder(root, pid, "T1").parent
+        files = write_dicom_series(study / "9.000000-T1-29999", tiny_volume(9), patient_id=pid,
+                                   study_date="1997030" + pid[-1], series_description="T1",
+                                   series_number=9)
+        victim = sorted(files)[1]
+        victim.write_bytes(victim.read_bytes()[:-40])
+        bad.append(victim)
+    for p in root.rglob("*"):
+        os.utime(p, (1_500_000_000, 1_500_000_000))  # older than the memo's racy window
+    c = load_cohort(root)
+    assert len(c.skipped) == 2
+    with VolumeStore(tmp_path / "c1", progress=False) as serial, \
+            VolumeStore(tmp_path / "c2", progress=False, workers=2) as pooled:
+        one, two = serial.check_many(c.skipped), pooled.check_many(c.skipped)
+    assert list(map(str, one)) == list(map(str, two))
+    assert all(_has(one, v, "truncated", "not used") for v in bad)
+    with VolumeStore(tmp_path / "c1", progress=False) as again:
+        assert list(map(str, again.check_many(c.skipped))) == list(map(str, one))
+        assert again.n_files_read == 0

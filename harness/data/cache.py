@@ -642,29 +642,43 @@ class VolumeStore:
         problems: list[Problem] = []
         if series_df is None or series_df.empty:
             return problems
-        for _, row in series_df.iterrows():
+        rows = [row for _, row in series_df.iterrows()]
+        found: list[list[Problem] | None] = [None] * len(rows)
+        pending: list[tuple[int, _Job]] = []
+        for i, row in enumerate(rows):
             job = self._job(row, {}, check_only=True)
-            meta, digests, extra = None, None, []
-            if job.files:
-                digests = self._memo_digests(job.files)
+            digests = self._memo_digests(job.files) if job.files else None
             if digests is not None:
                 key = cache_key(series_digest(list(digests.values())), job.fmt, _CHECK_ONLY,
                                 job.is_label)
-                entry = _read_entry(self.entries_dir, key, with_array=False)
+                entry = _read_entry(self.entries_dir, key, with_array=False, quiet=True)
+                if entry is not None:
+                    found[i] = self._problems_from_meta(row, entry[0], digests)
+                    continue
+            pending.append((i, job))
+
+        def settle(i: int, res: _JobResult) -> None:
+            self.memo.put_many(res.memo_rows)
+            self.n_files_read += res.files_read
+            meta = res.meta
+            if meta is None and res.key is not None:
+                entry = _read_entry(self.entries_dir, res.key, with_array=False)
                 meta = entry[0] if entry is not None else None
-            if meta is None:
-                res = _run_job(job)
-                self.memo.put_many(res.memo_rows)
-                self.n_files_read += res.files_read
-                digests, extra = res.digests, list(res.read_problems)
-                if res.meta is None and res.key is not None:
-                    entry = _read_entry(self.entries_dir, res.key, with_array=False)
-                    meta = entry[0] if entry is not None else None
-                else:
-                    meta = res.meta
-            found = extra + (self._problems_from_meta(row, meta, digests or {}) if meta else [])
+            found[i] = list(res.read_problems) + (
+                self._problems_from_meta(rows[i], meta, res.digests) if meta else [])
+
+        if self.workers > 1 and len(pending) > 1:  # decoding is the cost: same pool as load_many
+            with ProcessPoolExecutor(max_workers=min(self.workers, len(pending)),
+                                     mp_context=_pool_context()) as pool:
+                futures = {pool.submit(_run_job, job): i for i, job in pending}
+                for fut in as_completed(futures):
+                    settle(futures.pop(fut), fut.result())
+        else:
+            for i, job in pending:
+                settle(i, _run_job(job))
+        for probs in found:  # in input order, so problems come out in a stable order
             problems += [Problem(p.path, f"{p.reason} (in a series that is not used)")
-                         for p in found]
+                         for p in probs or []]
         return problems
 
     def content_digest(self, series_row: Any) -> str:
