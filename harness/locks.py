@@ -68,7 +68,7 @@ def lock_name(*parts: str) -> str:
     return f"{safe[:120]}.lock"
 
 
-def run_locks(suite_name: str, cache_dir: Path | str, tracking_uri: str | None) -> list[Path]:
+def run_locks(suite_name: str, cache_dir: Path | str, tracking_uri: str) -> list[Path]:
     """Locks a suite run holds: one in the cache, one beside a local sqlite MLflow store.
 
     Why per suite: two runs of one suite share run keys, so they would resume each
@@ -78,10 +78,6 @@ def run_locks(suite_name: str, cache_dir: Path | str, tracking_uri: str | None) 
     """
     name = lock_name("suite", suite_name)
     paths = [Path(cache_dir) / "locks" / name]
-    if tracking_uri is None:
-        from harness.tracking import default_tracking_uri
-
-        tracking_uri = default_tracking_uri()
     if tracking_uri.startswith("sqlite:///"):
         db = Path(tracking_uri[len("sqlite:///"):])
         paths.append(db.parent / "locks" / f"{db.name}-{name}")

@@ -382,7 +382,10 @@ def run_suite(suite: SuiteConfig, opts: RunOptions) -> RunResult:
 
         return getattr(importlib.import_module(module_name), func)(suite, opts)
     # Two runs of one suite on one cache or store: the second waits, then reuses the folds.
-    with file_locks(run_locks(suite.name, opts.cache_dir, opts.tracking_uri), what=f"a run of suite {suite.name!r} on this cache or MLflow store"):
+    from harness.tracking import default_tracking_uri
+
+    locks = run_locks(suite.name, opts.cache_dir, opts.tracking_uri or default_tracking_uri())
+    with file_locks(locks, what=f"a run of suite {suite.name!r} on this cache or MLflow store"):
         return _run_suite(suite, opts)
 
 

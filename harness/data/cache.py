@@ -504,7 +504,8 @@ class VolumeStore:
         problems = list(extra) + self._problems_from_meta(row, meta, digests)
         if not meta.get("ok") or array is None:
             raise SeriesError(problems or [Problem(self._series_path(row), "unusable series")])
-        return Volume(array=array, spacing=tuple(float(s) for s in meta["spacing"]),
+        dz, dy, dx = (float(s) for s in meta["spacing"])
+        return Volume(array=array, spacing=(dz, dy, dx),
                       content_key=key, problems=tuple(problems))
 
     def _job(self, row: Any, cfg: dict, check_only: bool = False) -> _Job:

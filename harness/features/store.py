@@ -49,7 +49,7 @@ class FeatureStore:
             else:
                 per_series[image_id] = feats
         for image_id in busy_elsewhere:  # by now usually written by the other process
-            per_series[image_id] = self._series_features(data, image_id, tag, fn, wait=True)
+            per_series[image_id] = self._series_features_waiting(data, image_id, tag, fn)
         return np.stack(
             [
                 per_series[img][int(z)]
@@ -59,7 +59,12 @@ class FeatureStore:
 
     def series(self, data: TaskData, image_id: str, name: str, config: dict, fn: FeatureFn) -> np.ndarray:
         """All rows ``fn`` gives for one series (e.g. every slice's features), cached."""
-        return self._series_features(data, image_id, f"{name}-{json_digest(config, 16)}", fn)
+        return self._series_features_waiting(data, image_id, f"{name}-{json_digest(config, 16)}", fn)
+
+    def _series_features_waiting(self, data: TaskData, image_id: str, tag: str, fn: FeatureFn) -> np.ndarray:
+        feats = self._series_features(data, image_id, tag, fn, wait=True)
+        assert feats is not None  # a waiting lock never gives up
+        return feats
 
     def _series_features(self, data: TaskData, image_id: str, tag: str, fn: FeatureFn,
                          wait: bool = True) -> np.ndarray | None:
