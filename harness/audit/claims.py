@@ -42,6 +42,8 @@ CAPSTONE = "Capstone: CNN-LSTM grading and progression on REMBRANDT / Brain-Tumo
 FASIHI = "Fasihi & Mikhael (2021), DWT-DCT LSTM grade classifier, as cited by the capstone paper"
 VALBUENA = "Valbuena et al.: transfer learning for glioma grade and survival on BraTS 2020"
 
+#: The Valbuena claims are reproduced with efficientnet_lite0: the one backbone of the paper's families
+#: (EfficientNet) with real ImageNet weights offline; a random-weight backbone is not the paper's pipeline.
 CLAIMS: dict[str, Claim] = {c.name: c for c in (
     Claim("capstone-grading-accuracy", CAPSTONE,
           "ResNet-18 slice grader: 84.7% best validation accuracy, random 80/10/10 split over images, REMBRANDT",
@@ -62,13 +64,13 @@ CLAIMS: dict[str, Claim] = {c.name: c for c in (
     Claim("valbuena-grade-f1", VALBUENA,
           "Transfer backbones: grade (HGG/LGG) F1 0.97 (accuracy 97%), 80/20 split over images (a patient's "
           "4 modality images are separate samples), BraTS 2020",
-          suite="survival", baseline="densenet121", metric="macro_f1", reported=0.97, target="grade",
+          suite="survival", baseline="efficientnet_lite0", metric="macro_f1", reported=0.97, target="grade",
           paper_protocol="image_level", honest_protocols=("patient_kfold",),
           trivial_baselines=("majority", "patient_memorizer")),
     Claim("valbuena-survival-accuracy", VALBUENA,
           "Survival class (< 1 year / 1-5 years / > 5 years): 65% accuracy, same split; LGG survival labels "
           "randomly imputed, configuration chosen on the test score",
-          suite="survival", baseline="densenet121", metric="accuracy", reported=0.65, target="survival_class",
+          suite="survival", baseline="efficientnet_lite0", metric="accuracy", reported=0.65, target="survival_class",
           paper_protocol="image_level", honest_protocols=("patient_kfold",),
           trivial_baselines=("majority", "patient_memorizer"),
           notes=("The LGG survival labels are imputed at random (see the label-provenance section of the "
