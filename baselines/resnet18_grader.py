@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from baselines.registry import Baseline, FitContext, register_baseline
-from baselines.timm_backbone import create_backbone
+from baselines.timm_backbone import create_backbone, resolve_weights
 from baselines.torch_inputs import (
     ImageNetInput, class_weights, label_codes, slice_tensor, subsample, weights_file,
 )
@@ -44,10 +44,10 @@ class ResNet18Grader(Baseline):
     profiles = {
         # CPU profile: 64 px, 2 epochs, at most 800 training slices per fit.
         "quick": {"image_size": 64, "epochs": 2, "batch_size": 32, "lr": 1e-3, "step_size": 5,
-                  "gamma": 0.5, "max_train_slices": 800, "max_val_slices": 300},
+                  "gamma": 0.5, "max_train_slices": 800, "max_val_slices": 300, "weights": "auto"},
         # The paper: 224 x 224, 10 epochs per run, step decay every 5 epochs.
         "paper": {"image_size": 224, "epochs": 10, "batch_size": 32, "lr": 1e-3, "step_size": 5,
-                  "gamma": 0.5, "max_train_slices": None, "max_val_slices": None},
+                  "gamma": 0.5, "max_train_slices": None, "max_val_slices": None, "weights": "auto"},
     }
     backbone_name = "resnet18"
     #: Case inputs ``python -m harness explain`` can give it: dims -> sample unit.
@@ -60,11 +60,10 @@ class ResNet18Grader(Baseline):
         rows = subsample(train.samples, p["max_train_slices"], ctx.seed)
         x = slice_tensor(train, p["image_size"], rows)
         y = torch.from_numpy(label_codes(rows["target"].to_numpy(), self.classes_))
-        wfile = weights_file(ctx, self.name)
-        ctx.tags[f"{self.name}.weights"] = str(wfile) if wfile else "random (no --weights file)"
-        if wfile is None:
-            ctx.log(f"  {self.name}: no --weights file, ResNet-18 starts from random weights")
-        backbone = create_backbone(self.backbone_name, weights=wfile, trust_weights=ctx.trust_model_files)
+        weights = resolve_weights(self.backbone_name, weights_file(ctx, self.name), str(p.get("weights", "auto")))
+        ctx.tags[f"{self.name}.weights"] = weights.label
+        ctx.log(f"  {self.name}: ResNet-18 weights: {weights.label}")
+        backbone = create_backbone(self.backbone_name, weights=weights.path, trust_weights=ctx.trust_model_files)
         self.model_ = SliceClassifier(backbone, len(self.classes_))
         val_loader = None
         if val is not None and len(val):

