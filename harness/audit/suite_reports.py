@@ -15,6 +15,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from harness.audit import cache as C
 from harness.audit import report as R
 from harness.audit.features import audit_features
 from harness.audit.identity_probe import IdentityProbe, identity_probe
@@ -75,17 +76,26 @@ def audit_variant(*, variant: str, task_data, manifests: dict[str, SplitManifest
     baselines = opts.baselines or suite.baselines
     x, source = audit_features(task_data, baselines=baselines, baseline_params=suite.baseline_params,
                                profile=opts.profile, cache_dir=opts.cache_dir, thumbs=fp.thumbs)
-    probe = identity_probe(x, samples["patient_id"].to_numpy(), features=source, seed=seed)
+    cache = C.AuditCache.under(getattr(opts, "cache_dir", None))
+    regression = kind == "regression"
+    inputs = C.surrogate_inputs(x, samples, manifests, metric=metric, regression=regression,
+                                classes=task_data.classes, seed=seed)
+    probe = cache.cached(
+        "probe", {**inputs, "features": source},
+        lambda: identity_probe(x, samples["patient_id"].to_numpy(), features=source, seed=seed),
+        C.probe_encode, C.probe_decode)
     preds = read_predictions(out_dir, kind, variant)
     leaky = {p: is_leaky(m) for p, m in manifests.items()}
     dnl = did_not_learn_keys(summary, variant)
     infl = inflation_table(preds, leaky, metric, classes=task_data.classes, n_boot=n_boot, seed=seed,
                            did_not_learn=dnl)
-    regression = kind == "regression"
     n_jobs = max(1, int(getattr(opts, "jobs", 1) or 1))  # the run's --jobs: refits in parallel
-    perm = permutation_test(x, samples, manifests, metric=metric, regression=regression,
-                            classes=task_data.classes, n_permutations=int(cfg["n_permutations"]), seed=seed,
-                            n_jobs=n_jobs)
+    n_perm = int(cfg["n_permutations"])
+    perm = cache.cached(
+        "permutation", {**inputs, "n_permutations": n_perm},
+        lambda: permutation_test(x, samples, manifests, metric=metric, regression=regression,
+                                 classes=task_data.classes, n_permutations=n_perm, seed=seed, n_jobs=n_jobs),
+        C.permutation_encode, C.permutation_decode)
     prov = label_provenance(stage_tables, samples, views)
     icc = 1.0 - float(leak.target["share_within"])
     sub = {**summary, "results": [r for r in summary.get("results", []) if r.get("target", "") == variant],
@@ -94,10 +104,16 @@ def audit_variant(*, variant: str, task_data, manifests: dict[str, SplitManifest
     sel = scope = None
     if cfg["selection"]:
         y = samples["target"].to_numpy()
-        sel = selection_study(x, y, samples["patient_id"].to_numpy(), metric=metric, regression=regression,
-                              classes=task_data.classes, seed=seed, n_jobs=n_jobs)
-        scope = preprocessing_scope(x, y, pd.Index(samples["sample_id"].astype(str)), manifests, metric=metric,
-                                    regression=regression, classes=task_data.classes)
+        sel = cache.cached(
+            "selection", inputs,
+            lambda: selection_study(x, y, samples["patient_id"].to_numpy(), metric=metric, regression=regression,
+                                    classes=task_data.classes, seed=seed, n_jobs=n_jobs),
+            C.selection_encode, C.selection_decode)
+        scope = cache.cached(
+            "scope", inputs,
+            lambda: preprocessing_scope(x, y, pd.Index(samples["sample_id"].astype(str)), manifests, metric=metric,
+                                        regression=regression, classes=task_data.classes),
+            C.frame_encode, C.frame_decode)
     return VariantAudit(variant, metric, leak, probe, infl, perm, prov, over, sel,
                         scope if scope is not None else pd.DataFrame(), preds, leaky,
                         learning=learning_index(summary, variant), withheld=withheld_inflation(preds, leaky, dnl))
