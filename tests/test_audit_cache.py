@@ -135,6 +135,30 @@ def test_codecs_round_trip_selection_scope_probe():
     assert C.probe_decode(json.loads(json.dumps(C.probe_encode(probe)))) == probe
 
 
+def test_figure_png_cached_by_its_data_and_damage_redrawn(tmp_path: Path):
+    from harness.audit import report as R
+    from harness.audit.suite_reports import _png
+
+    cache = C.AuditCache.under(tmp_path)
+    rows = [{"baseline": "a", "protocol": "p", "mean": 0.5, "ci95": [0.4, 0.6]}]
+    draws: list[int] = []
+
+    def draw(data=rows):
+        draws.append(1)
+        return R.bars_with_ci(data, group="baseline", bar="protocol")
+
+    first = _png(cache, "fig-bars", {"rows": rows}, draw)
+    assert _png(cache, "fig-bars", {"rows": [dict(r) for r in rows]}, draw) == first and len(draws) == 1
+    other = [{**rows[0], "mean": 0.55}]
+    _png(cache, "fig-bars", {"rows": other}, lambda: draw(other))
+    assert len(draws) == 2
+    entry = C.AuditCache.under(tmp_path).path("fig-bars", cache.key("fig-bars", C.figure_inputs({"rows": rows})))
+    doc = json.loads(entry.read_text())
+    entry.write_text(json.dumps({**doc, "payload": C.png_encode(b"not a png")}))
+    assert _png(cache, "fig-bars", {"rows": rows}, draw) == first and len(draws) == 3
+    assert first.startswith(b"\x89PNG")
+
+
 _STAMP = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2})?(\.\d+)?(Z|[+-]\d{2}:?\d{2})?( UTC)?")
 
 
@@ -152,11 +176,18 @@ def test_warm_rerun_reports_equal_cold_and_refit_no_surrogate(tiny_rembrandt, tm
 
     for name in ("permutation_test", "selection_study", "preprocessing_scope", "identity_probe"):
         monkeypatch.setattr(suite_reports, name, refit)
+    for name in ("bars_with_ci", "learning_curves", "null_histograms"):
+        monkeypatch.setattr(suite_reports.R, name, refit)
     warm = run_tiny(tiny_rembrandt, cache, tmp_path / "warm")
     assert not [f for f in warm.failures if "audit" in f]
     for name in ("leakage.md", "overfitting.md"):
         cold_md = _STAMP.sub("<t>", (tmp_path / "cold" / "reports" / name).read_text())
         warm_md = _STAMP.sub("<t>", (tmp_path / "warm" / "reports" / name).read_text())
         assert cold_md.replace(str(tmp_path / "cold"), "<out>") == warm_md.replace(str(tmp_path / "warm"), "<out>")
+    figures = sorted(p.name for p in (tmp_path / "cold" / "reports" / "figures").glob("*.png"))
+    assert figures and figures == sorted(p.name for p in (tmp_path / "warm" / "reports" / "figures").glob("*.png"))
+    for name in figures:
+        assert (tmp_path / "cold" / "reports" / "figures" / name).read_bytes() == \
+            (tmp_path / "warm" / "reports" / "figures" / name).read_bytes()
     assert json.loads((tmp_path / "cold" / "reports" / "audit.json").read_text()) == \
         json.loads((tmp_path / "warm" / "reports" / "audit.json").read_text())

@@ -193,3 +193,36 @@ def probe_decode(d: dict) -> Any:
 
     return IdentityProbe(float(d["accuracy"]), float(d["chance"]), int(d["n_patients"]), int(d["n_rows"]),
                          str(d["features"]))
+
+
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def png_encode(png: bytes) -> str:
+    import base64
+
+    return base64.b64encode(png).decode("ascii")
+
+
+def png_decode(text: str) -> bytes:
+    import base64
+
+    png = base64.b64decode(text.encode("ascii"), validate=True)
+    if not png.startswith(_PNG_MAGIC):
+        raise ValueError("not a PNG")
+    return png
+
+
+def figure_inputs(obj: Any) -> Any:
+    """JSON-able stand-in for a figure's data: frames by their content, arrays by digest."""
+    if isinstance(obj, pd.DataFrame):
+        return {"frame": obj.to_json(orient="split", double_precision=15)}
+    if isinstance(obj, np.ndarray):
+        return {"array": array_digest(obj)}
+    if isinstance(obj, dict):
+        return {str(k): figure_inputs(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [figure_inputs(v) for v in obj]
+    if hasattr(obj, "__dataclass_fields__"):
+        return {k: figure_inputs(getattr(obj, k)) for k in obj.__dataclass_fields__}
+    return obj

@@ -130,7 +130,15 @@ def _metric_rows(summary: dict, variant: str, metric: str) -> list[dict]:
     return [r for r in summary.get("results", []) if r.get("target", "") == variant and r["metric"] == metric]
 
 
-def leakage_report(suite_name: str, audits: list[VariantAudit], summary: dict) -> R.Report:
+def _png(cache: C.AuditCache | None, kind: str, data: Any, draw: Callable[[], bytes]) -> bytes:
+    """A figure's PNG, drawn once per content of its data (a warm rerun imports no matplotlib)."""
+    if cache is None:
+        return draw()
+    return cache.cached(kind, C.figure_inputs(data), draw, C.png_encode, C.png_decode)
+
+
+def leakage_report(suite_name: str, audits: list[VariantAudit], summary: dict,
+                   cache: C.AuditCache | None = None) -> R.Report:
     rep = R.Report(f"Leakage report: suite {suite_name}")
     n_flags = sum(len(a.leakage.undeclared()) for a in audits)
     rep.intro.append(
@@ -180,9 +188,11 @@ def leakage_report(suite_name: str, audits: list[VariantAudit], summary: dict) -
         rows = [{**r, "baseline": r["baseline"] + (" (did not learn)" if r.get("did_not_learn") else "")}
                 for r in _metric_rows(summary, a.variant, a.metric)]
         if rows:
-            s.figures.append(R.Figure(f"{a.variant or 'main'}-protocols", R.bars_with_ci(
-                rows, group="baseline", bar="protocol", ylabel=a.metric,
-                title=f"{a.metric} per baseline and protocol (95% CI)"), f"{p}{a.metric} by protocol, 95% CI whiskers"))
+            s.figures.append(R.Figure(f"{a.variant or 'main'}-protocols", _png(
+                cache, "fig-bars", {"rows": rows, "metric": a.metric},
+                lambda: R.bars_with_ci(rows, group="baseline", bar="protocol", ylabel=a.metric,
+                                       title=f"{a.metric} per baseline and protocol (95% CI)")),
+                f"{p}{a.metric} by protocol, 95% CI whiskers"))
         rep.sections.append(s)
 
         s = R.Section(f"{p}5. Label provenance")
@@ -213,7 +223,7 @@ def leakage_report(suite_name: str, audits: list[VariantAudit], summary: dict) -
     return rep
 
 
-def overfitting_report(suite_name: str, audits: list[VariantAudit]) -> R.Report:
+def overfitting_report(suite_name: str, audits: list[VariantAudit], cache: C.AuditCache | None = None) -> R.Report:
     rep = R.Report(f"Overfitting report: suite {suite_name}")
     for a in audits:
         p = _prefix(a)
@@ -235,8 +245,10 @@ def overfitting_report(suite_name: str, audits: list[VariantAudit]) -> R.Report:
         if not o.curves:
             s.paragraphs.append("No baseline in this run keeps per-epoch histories.")
         for (b, proto), curves in sorted(o.curves.items()):
-            s.figures.append(R.Figure(f"{a.variant or 'main'}-curves-{b}-{proto}", R.learning_curves(
-                curves, f"{b} | {proto}: train (solid) and validation (dashed) loss per fold"),
+            title = f"{b} | {proto}: train (solid) and validation (dashed) loss per fold"
+            s.figures.append(R.Figure(f"{a.variant or 'main'}-curves-{b}-{proto}", _png(
+                cache, "fig-curves", {"curves": curves, "title": title},
+                lambda: R.learning_curves(curves, title)),
                 f"{p}{b} under {proto}: learning curves per fold; dots mark the best epoch"))
         rep.sections.append(s)
         s = R.Section(f"{p}Label-permutation test")
@@ -246,7 +258,8 @@ def overfitting_report(suite_name: str, audits: list[VariantAudit]) -> R.Report:
                                             "null_mean": r.null_mean, "p_value": r.p_value,
                                             "leaky_protocol": a.leaky.get(r.protocol)} for r in a.permutation])))
         if a.permutation:
-            s.figures.append(R.Figure(f"{a.variant or 'main'}-permutation", R.null_histograms(a.permutation),
+            s.figures.append(R.Figure(f"{a.variant or 'main'}-permutation", _png(
+                cache, "fig-null", {"permutation": a.permutation}, lambda: R.null_histograms(a.permutation)),
                                       f"{p}permutation null (grey) and observed score (red) per protocol"))
         rep.sections.append(s)
     return rep
@@ -287,8 +300,9 @@ def write_suite_reports(*, suite, opts, data, manifests: dict[str, dict[str, Spl
                                     summary=result.summary, runs=result.runs, suite=suite, opts=opts,
                                     stage_tables=data.stage_tables, views=data.views, seed=seed))
     rdir = out_dir / "reports"
-    paths = leakage_report(suite.name, audits, result.summary).write(rdir, "leakage")
-    paths += overfitting_report(suite.name, audits).write(rdir, "overfitting")
+    cache = C.AuditCache.under(getattr(opts, "cache_dir", None))
+    paths = leakage_report(suite.name, audits, result.summary, cache).write(rdir, "leakage")
+    paths += overfitting_report(suite.name, audits, cache).write(rdir, "overfitting")
     js = rdir / "audit.json"
     js.write_text(json.dumps(audit_json(audits), indent=2, default=_jsonable) + "\n")
     paths.append(js)
