@@ -3,7 +3,7 @@ against the cold run that filled the caches, both through the CLI, in one benchm
 
 Both runs are ``python -m harness run`` subprocesses with one ``--cache-dir`` and one sqlite
 MLflow store, so the figures include interpreter start-up and imports, as a user sees them.
-The cohort (REMBRANDT-style, 8 patients, 6 mm grid) is generated before timing; the cold
+The cohort (REMBRANDT-style, 12 patients, 6 mm grid) is generated before timing; the cold
 run decodes it, fits every fold and computes the audit; each warm round reads it all back.
 The figure is ``warm seconds / cold seconds``; issue 14's target (<= 15 s) is on the
 default grading suite, not this tiny cohort, so no target is asserted here: the ratio and
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -38,7 +39,7 @@ image_size = 32
 [protocols.row_random]
 ratios = [0.8, 0.1, 0.1]
 [protocols.patient_kfold]
-n_splits = 2
+n_splits = 3
 [metrics]
 names = ["accuracy", "balanced_accuracy", "macro_f1"]
 n_boot = 200
@@ -50,7 +51,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from harness.synth import generate_cohort
 
     root = tmp_path_factory.mktemp("perf-warm")
-    generate_cohort("rembrandt", root / "cohort", n_patients=8, seed=3, signal="growth", grid_mm=6.0,
+    generate_cohort("rembrandt", root / "cohort", n_patients=12, seed=3, signal="growth", grid_mm=6.0,
                     progress=False)
     (root / "suite.toml").write_text(SUITE)
     return root
@@ -70,7 +71,7 @@ def _run(work: Path, out: str) -> tuple[float, str]:
 
 def test_warm_rerun_vs_cold_run(benchmark, report_ratio, work):
     cold_seconds, cold_log = _run(work, "cold")
-    assert "from cache" not in cold_log
+    assert "samples (from cache)" not in cold_log
     entries = sorted(p.name for p in (work / "cache" / "audit").glob("*.json"))
     assert entries, "the cold run stored no audit surrogate result"
     logs: list[str] = []
@@ -81,7 +82,8 @@ def test_warm_rerun_vs_cold_run(benchmark, report_ratio, work):
         logs.append(log)
 
     benchmark.pedantic(warm, rounds=2, iterations=1)
-    assert all("fitting" not in log and "from cache" in log for log in logs), logs[-1][-2000:]
+    refits = [log for log in logs if re.search(r"\bfitting \d+ fold", log) or "samples (from cache)" not in log]
+    assert not refits, refits[0][-2000:]
     assert sorted(p.name for p in (work / "cache" / "audit").glob("*.json")) == entries  # no new key: all hits
     assert json.loads((work / "cold" / "reports" / "audit.json").read_text()) == \
         json.loads((work / "warm0" / "reports" / "audit.json").read_text())
@@ -90,4 +92,4 @@ def test_warm_rerun_vs_cold_run(benchmark, report_ratio, work):
         warm_seconds / cold_seconds, ratio_is="warm rerun seconds / cold run seconds (<1: the rerun is cheaper)",
         baseline="the cold run that filled the caches (CLI, same cache dir and MLflow store)",
         baseline_seconds=cold_seconds, warm_seconds=round(warm_seconds, 3),
-        label="warm rerun vs cold run, tiny grading suite (8 patients, 2 baselines, 2 protocols)")
+        label="warm rerun vs cold run, tiny grading suite (12 patients, 2 baselines, 2 protocols)")
