@@ -135,6 +135,36 @@ def test_codecs_round_trip_selection_scope_probe():
     assert C.probe_decode(json.loads(json.dumps(C.probe_encode(probe)))) == probe
 
 
+def test_leakage_result_round_trips_and_misses_on_changed_pixels(tmp_path: Path):
+    from harness.audit.images import Fingerprints
+    from harness.audit.leakage import check_leakage
+
+    x, samples = _cohort()
+    m = {**_manifests(samples), "row_random": make_manifest("row_random", samples, seed=0, task="classification",
+                                                            dataset_fingerprint="toy")}
+    thumbs = x / np.linalg.norm(x, axis=1, keepdims=True)
+    fp = Fingerprints(samples["sample_id"].tolist(), np.array([f"h{i}" for i in range(len(x))], dtype=object), thumbs)
+    cache = C.AuditCache.under(tmp_path)
+    calls: list[int] = []
+
+    def run(f):
+        def compute():
+            calls.append(1)
+            return check_leakage(samples, "classification", m, f)
+        return cache.cached("leakage", C.leakage_inputs(samples, "classification", m, f, 0.995), compute,
+                            C.leakage_encode, C.leakage_decode)
+
+    cold, warm = run(fp), run(fp)
+    assert len(calls) == 1 and cold.findings and [f.to_dict() for f in warm.findings] == \
+        [f.to_dict() for f in cold.findings]
+    pd.testing.assert_frame_equal(warm.folds, cold.folds)
+    assert json.dumps(warm.target, sort_keys=True, default=str) == json.dumps(cold.target, sort_keys=True, default=str)
+    copied = thumbs.copy()
+    copied[0] = copied[-1]  # a near-duplicate image appears: the key must change
+    run(Fingerprints(fp.sample_ids, fp.hashes, copied))
+    assert len(calls) == 2
+
+
 def test_figure_png_cached_by_its_data_and_damage_redrawn(tmp_path: Path):
     from harness.audit import report as R
     from harness.audit.suite_reports import _png

@@ -33,7 +33,7 @@ from harness.hashing import json_digest
 AUDIT_CACHE_VERSION = 1
 
 #: Modules whose source is part of every key (a code change there misses the cache).
-_SURROGATE_MODULES: tuple[str, ...] = ("permutation.py", "selection.py", "identity_probe.py")
+_SURROGATE_MODULES: tuple[str, ...] = ("permutation.py", "selection.py", "identity_probe.py", "leakage.py")
 
 T = TypeVar("T")
 
@@ -226,3 +226,25 @@ def figure_inputs(obj: Any) -> Any:
     if hasattr(obj, "__dataclass_fields__"):
         return {k: figure_inputs(getattr(obj, k)) for k in obj.__dataclass_fields__}
     return obj
+
+
+def leakage_inputs(samples: pd.DataFrame, target_kind: str, manifests: dict, fp: Any,
+                   near_threshold: float) -> dict[str, Any]:
+    """What :func:`harness.audit.leakage.check_leakage` reads: every sample column, the
+    manifests, the pixel fingerprints (hashes and thumbnails) and the threshold."""
+    rows = pd.util.hash_pandas_object(samples.astype(str), index=True).to_numpy()
+    return {"samples": array_digest(rows), "columns": [str(c) for c in samples.columns], "kind": target_kind,
+            "manifests": {p: m.sha256 for p, m in manifests.items()}, "near_threshold": float(near_threshold),
+            "fp": None if fp is None else {"ids": json_digest(list(fp.sample_ids)),
+                                           "hashes": json_digest([str(h) for h in fp.hashes]),
+                                           "thumbs": array_digest(fp.thumbs)}}
+
+
+def leakage_encode(r: Any) -> dict:
+    return {"folds": frame_encode(r.folds), "findings": [f.to_dict() for f in r.findings], "target": r.target}
+
+
+def leakage_decode(d: dict) -> Any:
+    from harness.audit.leakage import Finding, LeakageResult
+
+    return LeakageResult(frame_decode(d["folds"]), [Finding(**f) for f in d["findings"]], dict(d["target"]))

@@ -72,11 +72,14 @@ def audit_variant(*, variant: str, task_data, manifests: dict[str, SplitManifest
     n_boot = int(cfg["n_boot"] or suite.n_boot)
     samples = task_data.samples
     fp = fingerprints(task_data)
-    leak = check_leakage(samples, kind, manifests, fp, near_threshold=float(cfg["near_duplicate_threshold"]))
+    cache = C.AuditCache.under(getattr(opts, "cache_dir", None))
+    near = float(cfg["near_duplicate_threshold"])
+    leak = cache.cached("leakage", C.leakage_inputs(samples, kind, manifests, fp, near),
+                        lambda: check_leakage(samples, kind, manifests, fp, near_threshold=near),
+                        C.leakage_encode, C.leakage_decode)
     baselines = opts.baselines or suite.baselines
     x, source = audit_features(task_data, baselines=baselines, baseline_params=suite.baseline_params,
                                profile=opts.profile, cache_dir=opts.cache_dir, thumbs=fp.thumbs)
-    cache = C.AuditCache.under(getattr(opts, "cache_dir", None))
     regression = kind == "regression"
     inputs = C.surrogate_inputs(x, samples, manifests, metric=metric, regression=regression,
                                 classes=task_data.classes, seed=seed)
