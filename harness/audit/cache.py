@@ -74,10 +74,12 @@ def samples_digest(samples: pd.DataFrame) -> str:
 
 
 def surrogate_inputs(x: Any, samples: pd.DataFrame, manifests: dict, *, metric: str, regression: bool,
-                     classes: list | None, seed: int) -> dict[str, Any]:
-    """What every surrogate result depends on (``n_jobs`` is left out: results do not depend on it)."""
+                     classes: list | None, seed: int, manifest_shas: dict[str, str] | None = None) -> dict[str, Any]:
+    """What every surrogate result depends on (``n_jobs`` is left out: results do not depend on it).
+
+    ``manifest_shas``: the manifests' sha256 when the caller has them (each costs a canonical dump)."""
     return {"x": array_digest(x), "samples": samples_digest(samples), "seed": int(seed),
-            "manifests": {p: m.sha256 for p, m in manifests.items()}, "metric": metric,
+            "manifests": manifest_shas or {p: m.sha256 for p, m in manifests.items()}, "metric": metric,
             "regression": bool(regression), "classes": None if classes is None else [str(c) for c in classes]}
 
 
@@ -229,12 +231,12 @@ def figure_inputs(obj: Any) -> Any:
 
 
 def leakage_inputs(samples: pd.DataFrame, target_kind: str, manifests: dict, fp: Any,
-                   near_threshold: float) -> dict[str, Any]:
+                   near_threshold: float, manifest_shas: dict[str, str] | None = None) -> dict[str, Any]:
     """What :func:`harness.audit.leakage.check_leakage` reads: every sample column, the
     manifests, the pixel fingerprints (hashes and thumbnails) and the threshold."""
     rows = pd.util.hash_pandas_object(samples.astype(str), index=True).to_numpy()
     return {"samples": array_digest(rows), "columns": [str(c) for c in samples.columns], "kind": target_kind,
-            "manifests": {p: m.sha256 for p, m in manifests.items()}, "near_threshold": float(near_threshold),
+            "manifests": manifest_shas or {p: m.sha256 for p, m in manifests.items()}, "near_threshold": float(near_threshold),
             "fp": None if fp is None else {"ids": json_digest(list(fp.sample_ids)),
                                            "hashes": json_digest([str(h) for h in fp.hashes]),
                                            "thumbs": array_digest(fp.thumbs)}}

@@ -74,7 +74,8 @@ def audit_variant(*, variant: str, task_data, manifests: dict[str, SplitManifest
     fp = fingerprints(task_data)
     cache = C.AuditCache.under(getattr(opts, "cache_dir", None))
     near = float(cfg["near_duplicate_threshold"])
-    leak = cache.cached("leakage", C.leakage_inputs(samples, kind, manifests, fp, near),
+    shas = {p: m.sha256 for p, m in manifests.items()}
+    leak = cache.cached("leakage", C.leakage_inputs(samples, kind, manifests, fp, near, manifest_shas=shas),
                         lambda: check_leakage(samples, kind, manifests, fp, near_threshold=near),
                         C.leakage_encode, C.leakage_decode)
     baselines = opts.baselines or suite.baselines
@@ -82,7 +83,7 @@ def audit_variant(*, variant: str, task_data, manifests: dict[str, SplitManifest
                                profile=opts.profile, cache_dir=opts.cache_dir, thumbs=fp.thumbs)
     regression = kind == "regression"
     inputs = C.surrogate_inputs(x, samples, manifests, metric=metric, regression=regression,
-                                classes=task_data.classes, seed=seed)
+                                classes=task_data.classes, seed=seed, manifest_shas=shas)
     probe = cache.cached(
         "probe", {**inputs, "features": source},
         lambda: identity_probe(x, samples["patient_id"].to_numpy(), features=source, seed=seed),
