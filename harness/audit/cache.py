@@ -56,6 +56,12 @@ def code_version() -> dict[str, str]:
     return {"format": str(AUDIT_CACHE_VERSION), "source": src.hexdigest()[:16], **libs}
 
 
+@lru_cache(maxsize=None)
+def module_digest(name: str) -> str:
+    """sha256 (16 hex) of one module of this package's source, e.g. ``report.py`` for figures."""
+    return hashlib.sha256((Path(__file__).parent / name).read_bytes()).hexdigest()[:16]
+
+
 def array_digest(x: Any) -> str:
     """sha256 of an array's dtype, shape and bytes (C order)."""
     a = np.ascontiguousarray(np.asarray(x))

@@ -138,7 +138,9 @@ def _png(cache: C.AuditCache | None, kind: str, data: Any, draw: Callable[[], by
     """A figure's PNG, drawn once per content of its data (a warm rerun imports no matplotlib)."""
     if cache is None:
         return draw()
-    return cache.cached(kind, C.figure_inputs(data), draw, C.png_encode, C.png_decode)
+    # report.py draws the figures: a change there must redraw them.
+    inputs = {"data": C.figure_inputs(data), "draw": C.module_digest("report.py")}
+    return cache.cached(kind, inputs, draw, C.png_encode, C.png_decode)
 
 
 def leakage_report(suite_name: str, audits: list[VariantAudit], summary: dict,
