@@ -15,6 +15,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from harness.audit import cache as C
 from harness.audit import report as R
 from harness.audit.features import audit_features
 from harness.audit.identity_probe import IdentityProbe, identity_probe
@@ -75,11 +76,22 @@ def audit_variant(*, variant: str, task_data, manifests: dict[str, SplitManifest
     n_boot = int(cfg["n_boot"] or suite.n_boot)
     samples = task_data.samples
     fp = fingerprints(task_data)
-    leak = check_leakage(samples, kind, manifests, fp, near_threshold=float(cfg["near_duplicate_threshold"]))
+    cache = C.AuditCache.under(getattr(opts, "cache_dir", None))
+    near = float(cfg["near_duplicate_threshold"])
+    shas = {p: m.sha256 for p, m in manifests.items()}
+    leak = cache.cached("leakage", C.leakage_inputs(samples, kind, manifests, fp, near, manifest_shas=shas),
+                        lambda: check_leakage(samples, kind, manifests, fp, near_threshold=near),
+                        C.leakage_encode, C.leakage_decode)
     baselines = opts.baselines or suite.baselines
     x, source = audit_features(task_data, baselines=baselines, baseline_params=suite.baseline_params,
                                profile=opts.profile, cache_dir=opts.cache_dir, thumbs=fp.thumbs)
-    probe = identity_probe(x, samples["patient_id"].to_numpy(), features=source, seed=seed)
+    regression = kind == "regression"
+    inputs = C.surrogate_inputs(x, samples, manifests, metric=metric, regression=regression,
+                                classes=task_data.classes, seed=seed, manifest_shas=shas)
+    probe = cache.cached(
+        "probe", {**inputs, "features": source},
+        lambda: identity_probe(x, samples["patient_id"].to_numpy(), features=source, seed=seed),
+        C.probe_encode, C.probe_decode)
     preds = read_predictions(out_dir, kind, variant)
     leaky = {p: is_leaky(m) for p, m in manifests.items()}
     dnl = did_not_learn_keys(summary, variant)
@@ -88,11 +100,13 @@ def audit_variant(*, variant: str, task_data, manifests: dict[str, SplitManifest
     patient_metric = next((m for m in suite.metrics if m in PATIENT_METRICS), None)
     patient_infl = pd.DataFrame() if patient_metric is None or patient_metric == metric else inflation_table(
         preds, leaky, patient_metric, classes=task_data.classes, n_boot=n_boot, seed=seed, did_not_learn=dnl)
-    regression = kind == "regression"
     n_jobs = max(1, int(getattr(opts, "jobs", 1) or 1))  # the run's --jobs: refits in parallel
-    perm = permutation_test(x, samples, manifests, metric=metric, regression=regression,
-                            classes=task_data.classes, n_permutations=int(cfg["n_permutations"]), seed=seed,
-                            n_jobs=n_jobs)
+    n_perm = int(cfg["n_permutations"])
+    perm = cache.cached(
+        "permutation", {**inputs, "n_permutations": n_perm},
+        lambda: permutation_test(x, samples, manifests, metric=metric, regression=regression,
+                                 classes=task_data.classes, n_permutations=n_perm, seed=seed, n_jobs=n_jobs),
+        C.permutation_encode, C.permutation_decode)
     prov = label_provenance(stage_tables, samples, views)
     icc = 1.0 - float(leak.target["share_within"])
     sub = {**summary, "results": [r for r in summary.get("results", []) if r.get("target", "") == variant],
@@ -101,10 +115,16 @@ def audit_variant(*, variant: str, task_data, manifests: dict[str, SplitManifest
     sel = scope = None
     if cfg["selection"]:
         y = samples["target"].to_numpy()
-        sel = selection_study(x, y, samples["patient_id"].to_numpy(), metric=metric, regression=regression,
-                              classes=task_data.classes, seed=seed, n_jobs=n_jobs)
-        scope = preprocessing_scope(x, y, pd.Index(samples["sample_id"].astype(str)), manifests, metric=metric,
-                                    regression=regression, classes=task_data.classes)
+        sel = cache.cached(
+            "selection", inputs,
+            lambda: selection_study(x, y, samples["patient_id"].to_numpy(), metric=metric, regression=regression,
+                                    classes=task_data.classes, seed=seed, n_jobs=n_jobs),
+            C.selection_encode, C.selection_decode)
+        scope = cache.cached(
+            "scope", inputs,
+            lambda: preprocessing_scope(x, y, pd.Index(samples["sample_id"].astype(str)), manifests, metric=metric,
+                                        regression=regression, classes=task_data.classes),
+            C.frame_encode, C.frame_decode)
     return VariantAudit(variant, metric, leak, probe, infl, perm, prov, over, sel,
                         scope if scope is not None else pd.DataFrame(), preds, leaky,
                         learning=learning_index(summary, variant), withheld=withheld_inflation(preds, leaky, dnl),
@@ -122,7 +142,17 @@ def _metric_rows(summary: dict, variant: str, metric: str) -> list[dict]:
     return [r for r in summary.get("results", []) if r.get("target", "") == variant and r["metric"] == metric]
 
 
-def leakage_report(suite_name: str, audits: list[VariantAudit], summary: dict) -> R.Report:
+def _png(cache: C.AuditCache | None, kind: str, data: Any, draw: Callable[[], bytes]) -> bytes:
+    """A figure's PNG, drawn once per content of its data (a warm rerun imports no matplotlib)."""
+    if cache is None:
+        return draw()
+    # report.py draws the figures: a change there must redraw them.
+    inputs = {"data": C.figure_inputs(data), "draw": C.module_digest("report.py")}
+    return cache.cached(kind, inputs, draw, C.png_encode, C.png_decode)
+
+
+def leakage_report(suite_name: str, audits: list[VariantAudit], summary: dict,
+                   cache: C.AuditCache | None = None) -> R.Report:
     rep = R.Report(f"Leakage report: suite {suite_name}")
     n_flags = sum(len(a.leakage.undeclared()) for a in audits)
     rep.intro.append(
@@ -175,9 +205,11 @@ def leakage_report(suite_name: str, audits: list[VariantAudit], summary: dict) -
         rows = [{**r, "baseline": r["baseline"] + (" (did not learn)" if r.get("did_not_learn") else "")}
                 for r in _metric_rows(summary, a.variant, a.metric)]
         if rows:
-            s.figures.append(R.Figure(f"{a.variant or 'main'}-protocols", R.bars_with_ci(
-                rows, group="baseline", bar="protocol", ylabel=a.metric,
-                title=f"{a.metric} per baseline and protocol (95% CI)"), f"{p}{a.metric} by protocol, 95% CI whiskers"))
+            s.figures.append(R.Figure(f"{a.variant or 'main'}-protocols", _png(
+                cache, "fig-bars", {"rows": rows, "metric": a.metric},
+                lambda: R.bars_with_ci(rows, group="baseline", bar="protocol", ylabel=a.metric,
+                                       title=f"{a.metric} per baseline and protocol (95% CI)")),
+                f"{p}{a.metric} by protocol, 95% CI whiskers"))
         rep.sections.append(s)
 
         s = R.Section(f"{p}5. Label provenance")
@@ -208,7 +240,7 @@ def leakage_report(suite_name: str, audits: list[VariantAudit], summary: dict) -
     return rep
 
 
-def overfitting_report(suite_name: str, audits: list[VariantAudit]) -> R.Report:
+def overfitting_report(suite_name: str, audits: list[VariantAudit], cache: C.AuditCache | None = None) -> R.Report:
     rep = R.Report(f"Overfitting report: suite {suite_name}")
     for a in audits:
         p = _prefix(a)
@@ -230,8 +262,10 @@ def overfitting_report(suite_name: str, audits: list[VariantAudit]) -> R.Report:
         if not o.curves:
             s.paragraphs.append("No baseline in this run keeps per-epoch histories.")
         for (b, proto), curves in sorted(o.curves.items()):
-            s.figures.append(R.Figure(f"{a.variant or 'main'}-curves-{b}-{proto}", R.learning_curves(
-                curves, f"{b} | {proto}: train (solid) and validation (dashed) loss per fold"),
+            title = f"{b} | {proto}: train (solid) and validation (dashed) loss per fold"
+            s.figures.append(R.Figure(f"{a.variant or 'main'}-curves-{b}-{proto}", _png(
+                cache, "fig-curves", {"curves": curves, "title": title},
+                lambda: R.learning_curves(curves, title)),
                 f"{p}{b} under {proto}: learning curves per fold; dots mark the best epoch"))
         rep.sections.append(s)
         s = R.Section(f"{p}Label-permutation test")
@@ -241,7 +275,8 @@ def overfitting_report(suite_name: str, audits: list[VariantAudit]) -> R.Report:
                                             "null_mean": r.null_mean, "p_value": r.p_value,
                                             "leaky_protocol": a.leaky.get(r.protocol)} for r in a.permutation])))
         if a.permutation:
-            s.figures.append(R.Figure(f"{a.variant or 'main'}-permutation", R.null_histograms(a.permutation),
+            s.figures.append(R.Figure(f"{a.variant or 'main'}-permutation", _png(
+                cache, "fig-null", {"permutation": a.permutation}, lambda: R.null_histograms(a.permutation)),
                                       f"{p}permutation null (grey) and observed score (red) per protocol"))
         rep.sections.append(s)
     return rep
@@ -282,8 +317,9 @@ def write_suite_reports(*, suite, opts, data, manifests: dict[str, dict[str, Spl
                                     summary=result.summary, runs=result.runs, suite=suite, opts=opts,
                                     stage_tables=data.stage_tables, views=data.views, seed=seed))
     rdir = out_dir / "reports"
-    paths = leakage_report(suite.name, audits, result.summary).write(rdir, "leakage")
-    paths += overfitting_report(suite.name, audits).write(rdir, "overfitting")
+    cache = C.AuditCache.under(getattr(opts, "cache_dir", None))
+    paths = leakage_report(suite.name, audits, result.summary, cache).write(rdir, "leakage")
+    paths += overfitting_report(suite.name, audits, cache).write(rdir, "overfitting")
     js = rdir / "audit.json"
     js.write_text(json.dumps(audit_json(audits), indent=2, default=_jsonable) + "\n")
     paths.append(js)
