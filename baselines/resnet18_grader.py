@@ -28,7 +28,7 @@ class SliceClassifier(nn.Module):
         super().__init__()
         self.input = ImageNetInput()
         self.backbone = backbone
-        self.head = nn.Linear(backbone.num_features, n_classes)
+        self.head = nn.Linear(int(getattr(backbone, "num_features")), n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(self.input(x)))

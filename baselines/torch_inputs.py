@@ -25,6 +25,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class ImageNetInput(nn.Module):
     """(B, C, H, W) in [0, 1] -> 3 channels (grey replicated), ImageNet-normalised."""
 
+    mean: torch.Tensor  # buffers, declared for the type checker
+    std: torch.Tensor
+
     def __init__(self) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))

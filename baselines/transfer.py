@@ -16,7 +16,7 @@ and tags (file and sha256, or package and version). Nothing is downloaded.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -59,6 +59,9 @@ class FeatureScale(nn.Module):
     layer expects; standardising them lets a frozen-backbone head train in few epochs.
     """
 
+    mean: torch.Tensor  # buffers, declared for the type checker
+    std: torch.Tensor
+
     def __init__(self, n: int) -> None:
         super().__init__()
         self.register_buffer("mean", torch.zeros(n))
@@ -79,7 +82,7 @@ class TransferNet(nn.Module):
         super().__init__()
         self.input = ImageNetInput()
         self.backbone = backbone
-        self.scale = FeatureScale(n_features or backbone.num_features)
+        self.scale = FeatureScale(n_features or int(getattr(backbone, "num_features")))
         self.head = head
 
     def forward(self, x: torch.Tensor, tab: torch.Tensor) -> torch.Tensor:
@@ -159,8 +162,9 @@ class TimmTransfer(Baseline):
         ctx.log(f"  {self.name}: {self.arch} backbone weights: {self.weights_.label}")
         backbone = create_backbone(self.arch, weights=self.weights_.path, trust_weights=ctx.trust_model_files,
                                    global_pool=POOLS[str(p["pool"])])
-        pool = getattr(backbone, "global_pool", None)
-        self.n_image_ = int(backbone.num_features * (pool.feat_mult() if hasattr(pool, "feat_mult") else 1))
+        pool: Any = getattr(backbone, "global_pool", None)
+        mult = int(pool.feat_mult()) if hasattr(pool, "feat_mult") else 1
+        self.n_image_ = int(getattr(backbone, "num_features")) * mult
         self.seed_ = ctx.seed
         self.embeddings_ = EmbeddingCache(Path(ctx.work_dir) / "embeddings" if ctx.work_dir else None,
                                           device=ctx.device)
@@ -247,7 +251,7 @@ class TimmTransfer(Baseline):
         if dims not in self.explain_inputs:
             raise HarnessError(f"{self.name}: explain takes 2D slices or 3D volumes, not {dims}D")
         size = int(self.params["image_size"])
-        n_tab = int(self.net_.head.net[0].in_features - self.n_image_)
+        n_tab = int(getattr(self.net_.head.net[0], "in_features")) - self.n_image_
         net = FixedTabular(without_inplace(self.net_).cpu(), n_tab)
         gap = float(self.params["gap_mm"])
 
@@ -304,7 +308,7 @@ TRANSFER_BACKBONES: dict[str, str] = {
 }
 
 
-def _register(name: str, arch: str) -> type[TimmTransfer]:
+def _register(name: str, arch: str) -> type[Baseline]:
     doc = f"timm {arch} transfer backbone, GAP + dense/BN/dropout head fused with age and resection."
     cls = type(f"Transfer_{name}", (TimmTransfer,), {"name": name, "arch": arch, "__doc__": doc,
                                                     "__module__": __name__})
