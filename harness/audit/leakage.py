@@ -23,9 +23,7 @@ import pandas as pd
 from harness.audit.images import Fingerprints
 from harness.splits import SplitManifest, is_leaky
 
-#: Default normalised-correlation threshold for near-duplicate thumbnails. Different
-#: patients reach 0.98 (series) and 0.9905 (edge-of-head slices) on the synthetic cohorts.
-NEAR_DUPLICATE_THRESHOLD = 0.995
+from harness.audit.thresholds import NEAR_DUPLICATE_THRESHOLD  # noqa: E402,F401 - re-exported
 
 
 @dataclass

@@ -10,7 +10,7 @@ import argparse
 import time
 from pathlib import Path
 
-from harness.audit.leakage import NEAR_DUPLICATE_THRESHOLD
+from harness.audit.thresholds import NEAR_DUPLICATE_THRESHOLD
 from harness.checksplit.readers import FORMATS
 
 LAYOUT_CHOICES = ("rembrandt", "btp", "brats20")
