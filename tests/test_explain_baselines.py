@@ -20,7 +20,7 @@ from harness.explain.data import load_cases, patient_split  # noqa: E402
 from harness.explain.engine import explain_case  # noqa: E402
 from harness.explain.methods import applicable_methods, method_names  # noqa: E402
 
-FAST = ExplainConfig(ig_steps=8, smoothgrad_samples=2, gradshap_samples=2, lime_samples=20, kernelshap_samples=20,
+FAST = ExplainConfig(ig_steps=8, ig_max_steps=8, smoothgrad_samples=2, gradshap_samples=2, lime_samples=20, kernelshap_samples=20,
                      shapley_samples=1, n_segments=6, occlusion_window=8, occlusion_stride=8, deletion_steps=4,
                      sanity_cases=0)
 TINY = {

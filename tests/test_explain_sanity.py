@@ -17,7 +17,7 @@ from test_explain import case, tiny_cnn
 @pytest.mark.parametrize("seed", [0, 4711, 7])
 def test_integrated_gradients_steps_until_complete(seed: int) -> None:
     cnn, x = tiny_cnn(seed=seed), case(seed=seed)
-    cfg = ExplainConfig(ig_steps=4, ig_tolerance=0.005)
+    cfg = ExplainConfig(ig_steps=4, ig_tolerance=0.005, ig_max_steps=4096)
     extra = MethodInputs()
     attr = attribute("integrated_gradients", cnn, x, 1, cfg, extra)[0].numpy()
     assert extra.ig_steps_used is not None and extra.ig_steps_used >= 4

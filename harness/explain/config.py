@@ -23,7 +23,7 @@ class ExplainConfig:
     # -- sample counts
     ig_steps: int = 32  # starting point: doubled until the completeness error is within ig_tolerance
     ig_tolerance: float = 0.005  # |sum(IG) - (f(x) - f(x0))| / |f(x) - f(x0)| the steps must reach
-    ig_max_steps: int = 4096
+    ig_max_steps: int = 512  # cost ceiling: the steps used and the completeness error are reported per case
     smoothgrad_samples: int = 16
     smoothgrad_stdev: float = 0.15  # noise sd, in units of the (normalised) input
     gradshap_samples: int = 16

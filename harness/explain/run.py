@@ -221,6 +221,7 @@ def run_explain(opts: ExplainOptions) -> ExplainResult:
         model = _load_model_file(opts, run["model"], len(cases.modalities), len(cases.classes))
         meta["model"] = f"loaded from {opts.model_file}"
     elif model is None:
+        torch.manual_seed(seed)  # the initial weights depend on the seed, not on what ran before
         model = get_model_spec(run["model"]).build(len(cases.modalities), len(cases.classes))
         epochs = int(run["epochs"] or (30 if dims == 2 else 80))  # the 3D net needs longer to find the core
         fit = train_classifier(model, cases.x[train], cases.y[train], epochs=epochs,
