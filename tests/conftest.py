@@ -42,6 +42,23 @@ def in_tmp_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+@pytest.fixture(scope="session")
+def tiny_grading(tiny_rembrandt: Path, tmp_path_factory: pytest.TempPathFactory):
+    """(TaskData, cache dir): the tiny cohort's grading view, T1post and FLAIR, every 3rd slice."""
+    from harness.runner import RunOptions, prepare_data
+    from harness.suite import parse_suite
+
+    suite = parse_suite({"suite": {"name": "g", "task": "grading"}, "data": {"cohort": "rembrandt"},
+                         "task": {"modalities": ["T1post", "FLAIR"], "slice_step": 3}})
+    cache = tmp_path_factory.mktemp("grading-cache")
+    return prepare_data(suite, RunOptions(data=tiny_rembrandt, cache_dir=cache, progress=False)).task_data, cache
+
+
+def patients_subset(data, patients):
+    """The rows of ``data`` whose patient is in ``patients``."""
+    return data.subset(data.samples.loc[data.samples["patient_id"].isin(set(patients)), "sample_id"])
+
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -27,6 +27,7 @@ pytest.importorskip("timm")
 
 from baselines import FitContext, create_baseline, list_baselines  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
+from conftest import patients_subset  # noqa: E402
 
 #: Generic shrinking: parameter name -> tiny value (applied only where the baseline has it).
 TINY_VALUES: dict[str, Any] = {
@@ -57,9 +58,7 @@ def cases() -> list[Any]:
 # -- tiny data per task -----------------------------------------------------------------
 def _split_by_patient(data: Any) -> tuple[Any, Any, Any]:
     pids = sorted(data.samples["patient_id"].unique())
-    test_p, val_p = set(pids[:2]), {pids[2]}
-    pick = lambda ps: data.subset(data.samples.loc[data.samples["patient_id"].isin(ps), "sample_id"])  # noqa: E731
-    return pick(set(pids) - test_p - val_p), pick(val_p), pick(test_p)
+    return patients_subset(data, pids[3:]), patients_subset(data, pids[2:3]), patients_subset(data, pids[:2])
 
 
 def _prepared(suite_dict: dict[str, Any], root: Path, cache: Path) -> Any:
@@ -70,7 +69,7 @@ def _prepared(suite_dict: dict[str, Any], root: Path, cache: Path) -> Any:
 
 
 @pytest.fixture(scope="module")
-def task_splits(tiny_rembrandt: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def task_splits(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Lazily built (train, val, test, cache) per task: only the tasks a test asks for."""
     from harness.synth import generate_cohort
 
@@ -80,9 +79,8 @@ def task_splits(tiny_rembrandt: Path, tmp_path_factory: pytest.TempPathFactory) 
         if task in built:
             return built[task]
         cache = tmp_path_factory.mktemp(f"contract-{task}")
-        if task == "grading":
-            data = _prepared({"suite": {"name": "c", "task": "grading"}, "data": {"cohort": "rembrandt"},
-                              "task": {"modalities": ["T1post", "FLAIR"], "slice_step": 4}}, tiny_rembrandt, cache)
+        if task == "grading":  # the shared tiny grading view (conftest), built only when asked for
+            data, _ = request.getfixturevalue("tiny_grading")
             built[task] = (*_split_by_patient(data), cache)
         elif task == "progression":
             root = generate_cohort("btp", cache / "btp", n_patients=5, seed=1, signal="growth", grid_mm=8.0,

@@ -9,6 +9,7 @@ import pytest
 pytest.importorskip("timm")
 
 from baselines import FitContext, get_baseline  # noqa: E402
+from conftest import patients_subset  # noqa: E402
 
 TINY = {
     "resnet18_grader": {"image_size": 32, "epochs": 1, "max_train_slices": 48, "max_val_slices": 16},
@@ -19,19 +20,10 @@ TINY = {
 
 
 @pytest.fixture(scope="module")
-def grading_data(tiny_rembrandt, tmp_path_factory):
-    from harness.runner import RunOptions, prepare_data
-    from harness.suite import parse_suite
-
-    suite = parse_suite({"suite": {"name": "g", "task": "grading"}, "data": {"cohort": "rembrandt"},
-                         "task": {"modalities": ["T1post", "FLAIR"], "slice_step": 3}})
-    cache = tmp_path_factory.mktemp("cache")
-    data = prepare_data(suite, RunOptions(data=tiny_rembrandt, cache_dir=cache, progress=False)).task_data
+def grading_data(tiny_grading):
+    data, cache = tiny_grading
     pids = sorted(data.samples["patient_id"].unique())
-    test_p = set(pids[:2])
-    val_p = {pids[2]}
-    pick = lambda ps: data.subset(data.samples.loc[data.samples["patient_id"].isin(ps), "sample_id"])
-    return (pick(set(pids) - test_p - val_p), pick(val_p), pick(test_p), cache)
+    return patients_subset(data, pids[3:]), patients_subset(data, pids[2:3]), patients_subset(data, pids[:2]), cache
 
 
 @pytest.mark.parametrize("profile", ["quick", "paper"])

