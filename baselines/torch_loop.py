@@ -40,10 +40,16 @@ def seed_everything(seed: int) -> torch.Generator:
 def make_loader(
     *tensors: torch.Tensor, batch_size: int, shuffle: bool, generator: torch.Generator | None = None
 ) -> DataLoader:
-    """A single-process loader (num_workers=0: reproducible, and 2 cores gain nothing)."""
+    """A single-process loader (num_workers=0: reproducible, and 2 cores gain nothing).
+
+    A shuffled (training) loader drops a last batch of one sample: batch norm cannot
+    train on a single value, and which sample lands there is chance anyway.
+    """
+    n = len(tensors[0]) if tensors else 0
+    drop_last = bool(shuffle and n > batch_size and n % batch_size == 1)
     return DataLoader(
         TensorDataset(*tensors), batch_size=batch_size, shuffle=shuffle,
-        generator=generator if shuffle else None, num_workers=0,
+        generator=generator if shuffle else None, num_workers=0, drop_last=drop_last,
     )
 
 

@@ -60,3 +60,13 @@ def test_history_and_best_checkpoint_and_early_stopping():
     # step decay
     _, ctx3, _ = _fit(0, epochs=4, step_size=2, gamma=0.5)
     assert [h["lr"] for h in ctx3.history] == [1e-2, 1e-2, 5e-3, 5e-3]
+
+
+def test_batch_norm_head_trains_when_one_sample_is_left_over():
+    """65 rows in batches of 64 once left a batch of one, which batch norm refuses."""
+    x, y = _data(65)
+    model = nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 1), nn.Flatten(0))
+    loader = make_loader(x, y, batch_size=64, shuffle=True, generator=seed_everything(0))
+    assert [len(b[0]) for b in loader] == [64]
+    fit_model(model, loader, None, nn.MSELoss(), LoopConfig(epochs=1), FitContext())
+    assert [len(b[0]) for b in make_loader(x, y, batch_size=64, shuffle=False)] == [64, 1]
