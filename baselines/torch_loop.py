@@ -1,40 +1,32 @@
-"""The one training loop every torch baseline shares.
+"""The torch baselines' side of the one training engine (:mod:`harness.training.engine`).
 
-Seeded and deterministic on CPU (same seed and config give the same weights), early
-stopping on validation, the best checkpoint kept in memory and restored at the end, and
-one history record per epoch in ``ctx.history`` for the overfitting report. It is kept
-deliberately thin: ``benchmarks/perf/test_training_loop.py`` holds it to within 5% of a
-bare PyTorch loop over the same model and batches.
+``fit_model`` runs the engine with the baselines' hooks: a DataLoader as batch source,
+per-sample mean loss, optional step decay, validation loss and metric, selection and
+early stopping on either, the best checkpoint kept in memory, and one history record per
+epoch in ``ctx.history`` for the overfitting report. ``seed_everything`` is the engine's
+(one definition for every torch model), re-exported here for the baselines.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-import random
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from baselines.registry import FitContext
+from harness.training.engine import (
+    Engine, EpochStats, LoaderBatches, Scored, Selection, seed_everything,
+)
+
+__all__ = ["LoopConfig", "MetricFn", "accuracy_metric", "copy_model", "evaluate", "fit_model",
+           "make_loader", "predict_batches", "seed_everything"]
 
 MetricFn = Callable[[torch.Tensor, torch.Tensor], float]
-
-
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed python, numpy and torch; prefer deterministic kernels. Returns a generator
-    for DataLoader shuffling so batch order depends on the seed alone."""
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    g = torch.Generator()
-    g.manual_seed(seed)
-    return g
 
 
 def make_loader(
@@ -78,10 +70,6 @@ def _better(value: float, best: float, monitor: str, min_delta: float) -> bool:
     return value < best - min_delta
 
 
-def _state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
 def evaluate(
     model: nn.Module, loader: Iterable, loss_fn: nn.Module, device: torch.device,
     metric_fn: MetricFn | None = None,
@@ -103,24 +91,21 @@ def evaluate(
     return (total / n if n else float("nan")), metric
 
 
-def train_one_epoch(
-    model: nn.Module, loader: Iterable, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
-    device: torch.device,
-) -> float:
-    """One pass over ``loader``; returns the mean training loss."""
-    model.train()
-    total = torch.zeros((), device=device)
-    n = 0
-    for *xs, y in loader:
-        xs = [x.to(device, non_blocking=True) for x in xs]
-        y = y.to(device, non_blocking=True)
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(*xs), y)
-        loss.backward()
-        optimizer.step()
-        total += loss.detach() * len(y)
-        n += len(y)
-    return float(total) / n if n else float("nan")
+def _validator(val_loader: Iterable, loss_fn: nn.Module, device: torch.device,
+               metric_fn: MetricFn | None, monitor: str) -> Callable[[nn.Module, float], Scored]:
+    def validate(model: nn.Module, train_loss: float) -> Scored:
+        val_loss, val_metric = evaluate(model, val_loader, loss_fn, device, metric_fn)
+        return Scored({"val_loss": val_loss, "val_metric": val_metric},
+                      val_loss if monitor == "val_loss" else val_metric)
+    return validate
+
+
+def _recorder(tag: str) -> Callable[[EpochStats], dict[str, Any]]:
+    """The baselines' history row (the overfitting report reads these keys)."""
+    def record(stats: EpochStats) -> dict[str, Any]:
+        return {"stage": tag, "epoch": stats.epoch, "lr": stats.lr, "train_loss": stats.train_loss,
+                **stats.metrics, "best_epoch": stats.best_epoch}
+    return record
 
 
 def fit_model(
@@ -144,33 +129,20 @@ def fit_model(
     loss_fn = loss_fn.to(device)
     trainable = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = (
-        torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
-        if config.step_size else None
+    step_size, gamma = config.step_size, config.gamma
+    engine = Engine(
+        loss_fn=loss_fn, epochs=config.epochs,
+        scheduler=(lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=step_size, gamma=gamma))
+        if step_size else None,
+        validate=_validator(val_loader, loss_fn, device, metric_fn, config.monitor)
+        if val_loader is not None else None,
+        selection=Selection(
+            better=lambda value, best: _better(value, best, config.monitor, config.min_delta),
+            best=math.inf if config.monitor == "val_loss" else -math.inf,
+            patience=config.patience, fallback="first"),
+        record=_recorder(tag),
     )
-    best = math.inf if config.monitor == "val_loss" else -math.inf
-    best_state, best_epoch, stale = None, -1, 0
-    for epoch in range(config.epochs):
-        lr = optimizer.param_groups[0]["lr"]
-        train_loss = train_one_epoch(model, train_loader, loss_fn, optimizer, device)
-        record = {"stage": tag, "epoch": epoch, "lr": lr, "train_loss": train_loss}
-        if val_loader is not None:
-            val_loss, val_metric = evaluate(model, val_loader, loss_fn, device, metric_fn)
-            record.update(val_loss=val_loss, val_metric=val_metric)
-            value = val_loss if config.monitor == "val_loss" else val_metric
-            if _better(value, best, config.monitor, config.min_delta) or best_state is None:
-                best, best_state, best_epoch, stale = value, _state(model), epoch, 0
-            else:
-                stale += 1
-        record["best_epoch"] = best_epoch
-        ctx.history.append(record)
-        if scheduler is not None:
-            scheduler.step()
-        if config.patience is not None and stale >= config.patience:
-            break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    model.eval()
+    engine.fit(model, LoaderBatches(train_loader, device), optimizer, history=ctx.history)
     return model
 
 

@@ -11,13 +11,14 @@ Grad-CAM, and an ordered list of parametrised layers for cascading randomisation
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
 from harness.errors import HarnessError
+from harness.training.engine import Batch, Engine, EpochStats, sample_mean_float64
 
 
 class MultiModalCNN(nn.Module):
@@ -84,12 +85,43 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
+@dataclass
+class FlipBatches:
+    """Shuffled batches; with ``augment`` each spatial axis is flipped with probability 1/2
+    per batch (a fresh permutation per epoch, then one draw per axis per batch: this RNG
+    call order is what keeps a seed's weights)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    batch_size: int
+    augment: bool
+    rng: np.random.Generator
+
+    def batches(self, epoch: int) -> Iterator[Batch]:
+        order = self.rng.permutation(len(self.x))
+        spatial = tuple(range(2, self.x.dim()))
+        for start in range(0, len(order), self.batch_size):
+            idx = torch.as_tensor(order[start:start + self.batch_size])
+            xb, yb = self.x[idx], self.y[idx]
+            if self.augment:
+                for d in spatial:
+                    if self.rng.random() < 0.5:
+                        xb = torch.flip(xb, dims=(d,))
+            yield (xb,), yb
+
+
+def _record(stats: EpochStats) -> dict[str, Any]:
+    return {"epoch": float(stats.epoch), "loss": stats.train_loss}
+
+
 def train_classifier(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int = 30, lr: float = 3e-3,
                      batch_size: int = 16, seed: int = 0, weight_decay: float = 1e-4,
                      augment: bool = True) -> TrainResult:
     """Seeded full-batch-ish Adam training on CPU; flips as augmentation (tumours sit anywhere).
 
     Classes are balanced by loss weights so a small cohort's majority class cannot win by default.
+    The last epoch is kept (no validation split here). Seeds torch only, not python's or
+    numpy's global RNGs: code run after training may draw from those.
     """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -98,27 +130,9 @@ def train_classifier(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: 
     counts = np.bincount(y, minlength=int(y.max()) + 1).astype(np.float64)
     weights = torch.as_tensor(counts.sum() / np.maximum(counts, 1) / len(counts), dtype=torch.float32)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    loss_fn = nn.CrossEntropyLoss(weight=weights)
-    history = []
-    spatial = tuple(range(2, xt.dim()))
-    for epoch in range(epochs):
-        model.train()
-        order = rng.permutation(len(xt))
-        total = 0.0
-        for start in range(0, len(order), batch_size):
-            idx = torch.as_tensor(order[start:start + batch_size])
-            xb, yb = xt[idx], yt[idx]
-            if augment:
-                for d in spatial:
-                    if rng.random() < 0.5:
-                        xb = torch.flip(xb, dims=(d,))
-            opt.zero_grad()
-            loss = loss_fn(model(xb), yb)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-        history.append({"epoch": float(epoch), "loss": total / len(xt)})
-    model.eval()
+    engine = Engine(loss_fn=nn.CrossEntropyLoss(weight=weights), epochs=epochs,
+                    reduce_loss=sample_mean_float64, record=_record)
+    history = engine.fit(model, FlipBatches(xt, yt, batch_size, augment, rng), opt)
     return TrainResult(model, history)
 
 

@@ -1,25 +1,30 @@
-"""The shared, seeded training loop for 3D segmentation models on whole volumes.
+"""Training 3D segmentation models on whole volumes: the hooks of the one engine.
 
-Adam with exponential learning-rate decay (Ren et al. 2.4), optional left-right flips,
-validation Dice after every epoch, the best epoch's weights kept (saved and re-read
-with ``harness.model_files.load_state_dict`` when a checkpoint path is given), early stopping
-after ``patience`` epochs without improvement. Same seed, same weights: torch,
-numpy and the shuffling generator are all seeded and deterministic algorithms are on.
+:mod:`harness.training.engine` runs the loop; this module supplies what is particular to
+segmentation: Adam with exponential learning-rate decay (Ren et al. 2.4), batches of
+whole volumes with optional left-right flips, validation Dice after every epoch, the
+best epoch's weights kept (saved and re-read with ``harness.model_files.load_state_dict``
+when a checkpoint path is given), early stopping after ``patience`` epochs without
+improvement. Same seed, same weights: torch, numpy and the shuffling generator are all
+seeded and deterministic algorithms are on.
 """
 
 from __future__ import annotations
 
-import copy
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from harness.segmentation.data import SegCase
 from harness.segmentation.losses import make_loss
+from harness.training.engine import (
+    Batch, DiskCheckpoint, Engine, EpochStats, Scored, Selection, batch_mean, seed_everything,
+)
+
+__all__ = ["SegBatches", "TrainConfig", "freeze", "predict_probabilities", "seed_everything", "train_model"]
 
 
 @dataclass
@@ -39,14 +44,6 @@ class TrainConfig:
     def from_params(cls, params: Mapping[str, Any], **extra: Any) -> "TrainConfig":
         keys = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in {**params, **extra}.items() if k in keys})
-
-
-def seed_everything(seed: int) -> None:
-    """The one seeding of every torch model (baselines.torch_loop): python, numpy, torch,
-    deterministic CPU kernels."""
-    from baselines.torch_loop import seed_everything as seed_all
-
-    seed_all(seed)
 
 
 def _batch(cases: Sequence[SegCase], device: str, flip: Sequence[bool] | np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,53 +79,58 @@ def _val_dice(model: torch.nn.Module, cases: Sequence[SegCase], device: str) -> 
     return float(np.mean(scores)) if scores else float("nan")
 
 
+@dataclass
+class SegBatches:
+    """Whole-volume batches: a fresh permutation per epoch, then per batch one flip draw
+    per case (this RNG call order is what makes a seed's weights reproducible)."""
+
+    cases: Sequence[SegCase]
+    batch_size: int
+    flip: bool
+    rng: np.random.Generator
+    device: str
+
+    def batches(self, epoch: int) -> Iterator[Batch]:
+        order = self.rng.permutation(len(self.cases))
+        for i in range(0, len(order), self.batch_size):
+            idx = order[i:i + self.batch_size]
+            flips = self.rng.random(len(idx)) < 0.5 if self.flip else None
+            x, y = _batch([self.cases[j] for j in idx], self.device, flips)
+            yield (x,), y
+
+
+def _dice_validator(val: Sequence[SegCase], device: str) -> Callable[[torch.nn.Module, float], Scored]:
+    """Validation Dice selects; without validation cases the lowest training loss does."""
+    def validate(model: torch.nn.Module, train_loss: float) -> Scored:
+        if not val:
+            return Scored({"val_dice": float("nan")}, -train_loss)
+        dice = _val_dice(model, val, device)
+        return Scored({"val_dice": dice}, dice)
+    return validate
+
+
+def _record(stats: EpochStats) -> dict[str, Any]:
+    return {"epoch": stats.epoch, "train_loss": stats.train_loss, **stats.metrics, "seconds": stats.seconds}
+
+
 def train_model(model: torch.nn.Module, train: Sequence[SegCase], val: Sequence[SegCase], cfg: TrainConfig,
                 *, log: Callable[[str], None] = print) -> tuple[torch.nn.Module, list[dict[str, float]]]:
     """Train ``model`` in place; returns it with the best validation weights, and the history."""
     seed_everything(cfg.seed)
-    device = cfg.device
-    model.to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.lr_decay)
-    loss_fn = make_loss(cfg.loss)
-    rng = np.random.default_rng(cfg.seed)
-    best, best_state, stale = -np.inf, copy.deepcopy(model.state_dict()), 0
-    history: list[dict[str, float]] = []
-    for epoch in range(cfg.epochs):
-        started = time.perf_counter()
-        model.train()
-        order = rng.permutation(len(train))
-        losses = []
-        for i in range(0, len(order), cfg.batch_size):
-            idx = order[i:i + cfg.batch_size]
-            flips = rng.random(len(idx)) < 0.5 if cfg.flip else None
-            x, y = _batch([train[j] for j in idx], device, flips)
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x), y)
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
-        sched.step()
-        val_dice = _val_dice(model, val, device) if val else float("nan")
-        record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_dice": val_dice,
-                  "seconds": time.perf_counter() - started}
-        history.append(record)
-        score = val_dice if val else -record["train_loss"]
-        if score > best:
-            best, stale = score, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            stale += 1
-        if stale >= cfg.patience:
-            break
-    if cfg.checkpoint is not None:
-        cfg.checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(best_state, cfg.checkpoint)
-        from harness.model_files import load_state_dict
-
-        best_state = load_state_dict(cfg.checkpoint)
-    model.load_state_dict(best_state)
+    model.to(cfg.device)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
+    decay = cfg.lr_decay
+    engine = Engine(
+        loss_fn=make_loss(cfg.loss), epochs=cfg.epochs,
+        scheduler=lambda o: torch.optim.lr_scheduler.ExponentialLR(o, gamma=decay),
+        validate=_dice_validator(val, cfg.device),
+        selection=Selection(patience=cfg.patience, fallback="initial"),
+        reduce_loss=batch_mean,
+        checkpoint=DiskCheckpoint(cfg.checkpoint) if cfg.checkpoint is not None else None,
+        record=_record,
+    )
+    source = SegBatches(train, cfg.batch_size, cfg.flip, np.random.default_rng(cfg.seed), cfg.device)
+    history = engine.fit(model, source, opt)
     return model, history
 
 

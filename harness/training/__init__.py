@@ -1,0 +1,1 @@
+"""The one training engine of every torch model (:mod:`harness.training.engine`)."""
