@@ -107,3 +107,22 @@ def test_random_weights_are_stated(tiny_brats, tmp_path):
     model.fit(data, None, ctx)
     assert len(model.predict(data)) == len(data)
     assert "random" in ctx.tags["resnet18.weights"] and any("random weights" in s for s in said)
+
+
+def test_survival_claim_audit_scores_real_labels_apart(tiny_brats, tmp_path):
+    """The Valbuena survival claim's audit states the imputed share and the real-label score."""
+    from dataclasses import replace
+
+    from harness.audit import claim_audit
+    from harness.audit.claims import get_claim
+
+    claim = replace(get_claim("valbuena-survival-accuracy"), baseline="patient_memorizer",
+                    trivial_baselines=("majority",))
+    record, _ = claim_audit.run_claim(claim, claim_audit.ClaimOptions(
+        data=tiny_brats, out=tmp_path / "a", tracking_uri="none", cache_dir=tmp_path / "cache", progress=False))
+    scopes = {e["protocol"]: e for e in record["label_provenance"]}
+    assert set(scopes) == {"image_level", "patient_kfold"}
+    for e in scopes.values():
+        assert 0.0 <= e["imputed_share"] <= 1.0
+        assert e["real_labels"]["n_samples"] == round(e["n_test_rows"] * (1 - e["imputed_share"]))
+    assert "Label provenance: real labels only" in (tmp_path / "a" / "audit.md").read_text()

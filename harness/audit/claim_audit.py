@@ -75,6 +75,9 @@ def run_claim(claim: Claim, opts: ClaimOptions) -> tuple[dict[str, Any], list[Pa
     ))
     record = audit_record(claim, result.summary)
     record["regenerate"] = regenerate_command(claim, opts)
+    if claim.real_labels:
+        record["label_provenance"] = _real_label_scores(claim, suite, opts, out, protocols,
+                                                        int(result.summary.get("seed", 0) or 0))
     record["failures"] = list(result.failures)
     paths = [out / "audit.json"]
     out.mkdir(parents=True, exist_ok=True)
@@ -82,6 +85,42 @@ def run_claim(claim: Claim, opts: ClaimOptions) -> tuple[dict[str, Any], list[Pa
     if claim.dedicated is None:  # the progression claim's own stages write its audit.md/.html
         paths += claim_report(claim, record).write(out, "audit")
     return record, paths
+
+
+def _real_label_scores(claim: Claim, suite: Any, opts: ClaimOptions, out: Path, protocols: list[str],
+                       seed: int) -> list[dict[str, Any]]:
+    """The claim's metric on real labels only, per protocol (the task view is rebuilt from
+    the run's cache, so its ``imputed`` flags are the ones the run used)."""
+    from harness.audit.real_labels import label_scope_section
+    from harness.runner import RunOptions, prepare_data
+
+    prepared = prepare_data(suite, RunOptions(data=opts.data, cache_dir=opts.cache_dir or default_cache_dir(),
+                                              progress=False, seed=opts.seed))
+    variant = claim.target or ""
+    view = prepared.views.get(variant, prepared.task_data)
+    runs = [(claim.baseline, p) for p in protocols]
+    return label_scope_section(out, view.samples, runs, claim.metric, view.classes, variant=variant, seed=seed)
+
+
+def _provenance_section(record: dict[str, Any]) -> R.Section | None:
+    entries = record.get("label_provenance")
+    if not entries:
+        return None
+    s = R.Section("Label provenance: real labels only")
+    rows = []
+    for e in entries:
+        real, every = e["real_labels"], e["all_labels"]
+        rows.append({"baseline": e["baseline"], "protocol": e["protocol"], "test rows": e["n_test_rows"],
+                     "imputed labels": R.fmt(e["imputed_share"]),
+                     f"{e['metric']} (all labels)": f"{R.fmt(every['mean'])} {R.fmt(tuple(every['ci95']))}",
+                     f"{e['metric']} (real labels)": (f"{R.fmt(real['mean'])} {R.fmt(tuple(real['ci95']))}"
+                                                      if real["mean"] is not None else "n/a (none real)"),
+                     "real-label patients": real["n_patients"]})
+    s.paragraphs = ["The share of test labels that were imputed, and the same predictions scored on the "
+                    "test rows whose labels were observed (95% patient-bootstrap CI). A score that holds only "
+                    "with the imputed labels was learnt from the imputation rule, not from the images."]
+    s.tables.append(("real labels", pd.DataFrame(rows)))
+    return s
 
 
 def _rows(record: dict[str, Any]) -> pd.DataFrame:
@@ -113,6 +152,9 @@ def claim_report(claim: Claim, record: dict[str, Any]) -> R.Report:
     s = R.Section(f"{claim.metric} under each protocol (95% patient-bootstrap CI)")
     s.tables.append(("results", _rows(record)))
     rep.sections.append(s)
+    provenance = _provenance_section(record)
+    if provenance is not None:
+        rep.sections.append(provenance)
     s = R.Section("The rules behind the verdict")
     s.paragraphs = list(RULES)
     rep.sections.append(s)

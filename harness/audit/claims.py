@@ -31,6 +31,9 @@ class Claim:
     lower_is_better: bool = False
     #: Claims with a dedicated audit (their own stages and report) name its command.
     dedicated: str | None = None
+    #: Score the claim's predictions on real (not imputed) labels too: the samples'
+    #: ``imputed`` column (Valbuena's randomly filled LGG survival).
+    real_labels: bool = False
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     def summary_row(self) -> dict[str, str]:
@@ -72,7 +75,7 @@ CLAIMS: dict[str, Claim] = {c.name: c for c in (
           "randomly imputed, configuration chosen on the test score",
           suite="survival", baseline="efficientnet_lite0", metric="accuracy", reported=0.65, target="survival_class",
           paper_protocol="image_level", honest_protocols=("patient_kfold",),
-          trivial_baselines=("majority", "patient_memorizer"),
+          trivial_baselines=("majority", "patient_memorizer"), real_labels=True,
           notes=("The LGG survival labels are imputed at random (see the label-provenance section of the "
                  "suite's leakage report).",)),
 )}
