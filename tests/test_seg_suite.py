@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from harness.runner import SUITE_RUNNERS, RunOptions, run_suite  # noqa: E402
+from harness.runner import RunOptions, run_suite  # noqa: E402
 from harness.suite import parse_suite  # noqa: E402
 
 TINY_SUITE = {
@@ -27,11 +27,6 @@ TINY_SUITE = {
 }
 
 
-@pytest.fixture()
-def segmentation_runner(monkeypatch):
-    monkeypatch.setitem(SUITE_RUNNERS, "segmentation", "harness.segmentation.suite:run_segmentation_suite")
-
-
 def _run(tmp_path: Path, out: str, tracking: str = "none"):
     suite = parse_suite(TINY_SUITE)
     opts = RunOptions(out=tmp_path / out, cache_dir=tmp_path / "cache", tracking_uri=tracking, progress=False)
@@ -39,7 +34,7 @@ def _run(tmp_path: Path, out: str, tracking: str = "none"):
 
 
 @pytest.mark.slow  # ~30 s on an idle 2-core machine: 10 tiny trainings
-def test_tiny_suite_writes_tables_summary_and_report(tmp_path, segmentation_runner):
+def test_tiny_suite_writes_tables_summary_and_report(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     result = _run(tmp_path, "a", tracking=uri)
     assert not result.failures, result.failures
