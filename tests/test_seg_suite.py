@@ -83,6 +83,11 @@ def test_interrupted_run_resumes_its_finished_folds_to_the_same_table(tmp_path, 
     assert _table(tmp_path / "resumed") == _table(reference)
     assert (tmp_path / "resumed" / "report.md").read_text().split("Run time")[0] == \
         (reference / "report.md").read_text().split("Run time")[0]
+    # the runner's leakage and overfitting reports, now for segmentation too
+    audit = json.loads((tmp_path / "resumed" / "reports" / "audit.json").read_text())
+    assert set(audit["variants"]) == {"", "transfer"}
+    assert not any(v["undeclared_flags"] for v in audit["variants"].values())
+    assert (tmp_path / "resumed" / "reports" / "overfitting.md").exists()
 
 
 def test_two_jobs_and_a_supplied_manifest_give_the_same_table(tmp_path, serial_run):
@@ -156,3 +161,30 @@ def test_same_seed_same_weights():
         weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert torch.equal(weights[0], weights[1])
     assert len(hist) == 2 and np.isfinite(hist[0]["train_loss"])
+
+
+def test_segmentation_audit_flags_a_patient_on_both_sides_and_a_copied_volume(tmp_path):
+    from types import SimpleNamespace
+
+    from harness.audit.segmentation import write_segmentation_audit
+    from harness.segmentation.data import SegCase
+    from harness.segmentation.task import case_view
+    from harness.splits import Fold, SplitManifest
+
+    rng = np.random.default_rng(0)
+    cases = [SegCase(f"p{i}", rng.normal(size=(4, 6, 6, 6)).astype(np.float32), np.zeros((6, 6, 6), np.uint8),
+                     (1.0, 1.0, 1.0)) for i in range(4)]
+    cases[3] = SegCase("p3", cases[0].image.copy(), cases[0].labels, (1.0, 1.0, 1.0))  # p0's scan again
+    view = case_view(cases)
+    data = SimpleNamespace(views={"": view})
+    clean = Fold(0, ["p0", "p1"], [], ["p2"])
+    leaky = Fold(1, ["p0", "p1"], [], ["p1", "p3"])
+    manifests = {"": {"patient_kfold": SplitManifest("patient_kfold", False, 0, {}, "classification", "x",
+                                                     [clean, leaky])}}
+    result = SimpleNamespace(out_dir=tmp_path, runs=[], summary={"dataset": {"name": "d", "n_patients": 4}})
+    write_segmentation_audit(suite=SimpleNamespace(name="s"), data=data, manifests=manifests, result=result,
+                             log=lambda _: None)
+    flags = json.loads((tmp_path / "reports" / "audit.json").read_text())["variants"][""]["undeclared_flags"]
+    assert {f["fold"] for f in flags} == {1}
+    kinds = " ".join(f["kind"] for f in flags)
+    assert "patient" in kinds and "duplicate" in kinds, flags

@@ -413,4 +413,7 @@ class SegmentationTask:
     def audit_reports(self, *, suite: SuiteConfig, opts: Any, data: PreparedData,
                       manifests: dict[str, dict[str, SplitManifest]], result: RunResult,
                       seed: int) -> list[Path]:
-        return []
+        """Split integrity and learning curves (harness.audit.segmentation)."""
+        from harness.audit.segmentation import write_segmentation_audit
+
+        return write_segmentation_audit(suite=suite, data=data, manifests=manifests, result=result, log=log)
