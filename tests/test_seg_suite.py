@@ -188,3 +188,28 @@ def test_segmentation_audit_flags_a_patient_on_both_sides_and_a_copied_volume(tm
     assert {f["fold"] for f in flags} == {1}
     kinds = " ".join(f["kind"] for f in flags)
     assert "patient" in kinds and "duplicate" in kinds, flags
+
+
+def test_weights_give_every_fit_its_start(tmp_path):
+    """``--weights unet3d=FILE`` is used, not dropped: other start, other folds, other scores."""
+    import copy
+
+    import torch
+
+    from baselines.unet3d import UNet3D
+
+    mini = copy.deepcopy(TINY_SUITE)
+    mini["task"]["ablations"] = {"preprocessing": ["none"], "losses": [], "postprocessing": False}
+    mini["task"]["transfer"] = {"enabled": False}
+    torch.manual_seed(123)
+    path = tmp_path / "start.pt"
+    torch.save(UNet3D(4, 3, (4, 8)).state_dict(), path)
+    tables = []
+    for name, weights in (("plain", {}), ("weights", {"unet3d": path})):
+        opts = RunOptions(out=tmp_path / name, cache_dir=tmp_path / "cache", tracking_uri="none", progress=False,
+                          weights=weights)
+        result = run_suite(parse_suite(mini), opts)
+        assert not result.failures and result.folds_fitted == 2, result.failures
+        tables.append(_table(tmp_path / name))
+    assert tables[0].keys() == tables[1].keys()
+    assert tables[0] != tables[1]

@@ -137,8 +137,10 @@ class SegFoldJob:
     profile: str
     threads: int
     settings: ex.EvalSettings
-    #: The source model's checkpoint for ``init = "source"`` ("" otherwise).
+    #: Initial weights: the source model's checkpoint for ``init = "source"``, else a
+    #: ``--weights unet3d=FILE`` (or ``*=FILE``) file, else "" (random, from the seed).
     init_weights: str = ""
+    trust_model_files: bool = False
 
 
 def run_seg_fold_job(job: SegFoldJob, cases: dict[str, SegCase]) -> dict[int, FoldOutcome]:
@@ -147,7 +149,7 @@ def run_seg_fold_job(job: SegFoldJob, cases: dict[str, SegCase]) -> dict[int, Fo
 
     params = {k: v for k, v in job.params.items() if k not in ("postprocess",)}
     baseline: Any = create_baseline("unet3d", **params)
-    init = load_state_dict(Path(job.init_weights)) if job.init_weights else None
+    init = load_state_dict(Path(job.init_weights), trust=job.trust_model_files) if job.init_weights else None
     freeze = str(params.get("freeze", "") or "")
     started = time.perf_counter()
     with limit_threads(job.threads):
@@ -164,6 +166,13 @@ def run_seg_fold_job(job: SegFoldJob, cases: dict[str, SegCase]) -> dict[int, Fo
             out[index] = FoldOutcome(scores.assign(fold=job.fold.index, arm=arm, table=table), seconds,
                                      list(history), {}, arrays=dict(labels))
     return out
+
+
+def given_weights(weights: dict[str, Any]) -> str:
+    """``--weights unet3d=FILE`` (or ``*=FILE``): where every fit not started from the
+    source model starts (the run key holds the path, so the fold cache tells them apart)."""
+    path = weights.get("unet3d") or weights.get("*")
+    return str(Path(path).resolve()) if path else ""
 
 
 def fit_group(plan: PlannedRun) -> str:
@@ -268,8 +277,10 @@ class SegmentationTask:
         pre, loss = t.get("preprocess", DEFAULT_PRE), t.get("loss", DEFAULT_LOSS)
         baseline: Any = create_baseline("unet3d", profile=opts.profile, **suite.baseline_params.get("unet3d", {}))
         params = {**baseline.get_params(), "loss": loss}
-        key = ex.digest({"source": sorted(c.patient_id for c in source), "params": params, "pre": pre,
-                         "seed": seed, "version": __version__, "shape": repr(box)})
+        start = given_weights(dict(opts.weights))
+        key_obj = {"source": sorted(c.patient_id for c in source), "params": params, "pre": pre,
+                   "seed": seed, "version": __version__, "shape": repr(box)}
+        key = ex.digest({**key_obj, "weights": start} if start else key_obj)
         ckpt = Path(opts.cache_dir) / "seg-models" / f"{key}.pt"
         if ckpt.exists():
             log("  transfer: source model from cache")
@@ -280,8 +291,9 @@ class SegmentationTask:
         started = time.perf_counter()
         with limit_threads(opts.threads_per_job):
             tr, (va,) = ex.preprocess_cases(pre, [source[i] for i in order[n_val:]], [[source[i] for i in order[:n_val]]])
+            init = load_state_dict(start, trust=opts.trust_model_files) if start else None
             _, _, model = ex.fit_predict(baseline.build, tr, va, [], params, seed=seed, device=opts.device,
-                                         log=log, settings=self.settings)
+                                         log=log, init_state=init, settings=self.settings)
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         tmp = ckpt.with_suffix(".tmp")
         torch.save(model.state_dict(), tmp)
@@ -342,7 +354,8 @@ class SegmentationTask:
                 params={"profile": settings.profile, **first.params}, fold=folds[key], seed=settings.seed,
                 device=settings.device, profile=settings.profile, threads=settings.threads,
                 settings=self.settings,
-                init_weights=self.source_ckpt if first.params.get("init") == "source" else "",
+                init_weights=self.source_ckpt if first.params.get("init") == "source" else given_weights(settings.weights),
+                trust_model_files=settings.trust_model_files,
             ))
         return jobs
 
