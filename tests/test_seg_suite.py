@@ -213,3 +213,15 @@ def test_weights_give_every_fit_its_start(tmp_path):
         tables.append(_table(tmp_path / name))
     assert tables[0].keys() == tables[1].keys()
     assert tables[0] != tables[1]
+
+
+def test_the_suites_metrics_choose_the_scored_columns():
+    from harness.errors import HarnessError
+    from harness.segmentation.task import suite_metrics
+    from harness.suite import load_suite
+
+    assert len(suite_metrics(load_suite("segmentation").metrics)) == 16  # 4 families x (mean, ET, TC, WT)
+    assert suite_metrics(["legacy_dice", "lesionwise_hd95_WT"]) == [
+        "legacy_dice_mean", "legacy_dice_ET", "legacy_dice_TC", "legacy_dice_WT", "lesionwise_hd95_WT"]
+    with pytest.raises(HarnessError, match="unknown segmentation metric"):
+        suite_metrics(["dice"])

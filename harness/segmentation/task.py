@@ -90,6 +90,22 @@ def build_transfer_arms(options: dict[str, Any]) -> list[ex.Arm]:
     return arms
 
 
+def suite_metrics(names: list[str]) -> list[str]:
+    """The suite's ``[metrics] names``: a family (``lesionwise_dice``) is its region mean
+    and its ET, TC and WT values; a full name (``legacy_hd95_WT``) is itself; none: all."""
+    known = ex.metric_names()
+    if not names:
+        return known
+    out: list[str] = []
+    for name in names:
+        family = [m for m in known if m.rpartition("_")[0] == name]
+        if not family and name not in known:
+            raise HarnessError(f"unknown segmentation metric {name!r}; known: "
+                               f"{', '.join(sorted({m.rpartition('_')[0] for m in known}))} (+ _mean, _ET, _TC, _WT)")
+        out += [m for m in family or [name] if m not in out]
+    return out
+
+
 def eval_settings(options: dict[str, Any]) -> ex.EvalSettings:
     return ex.EvalSettings(Thresholds.from_mapping(options.get("thresholds")), int(options.get("max_dust", 50)),
                            int(options.get("dilation", 3)), float(options.get("min_lesion", 50)))
@@ -219,6 +235,7 @@ class SegmentationTask:
     def check(self, suite: SuiteConfig, baselines: list[str]) -> None:
         if baselines != ["unet3d"]:
             raise HarnessError(f"suite {suite.name!r} runs the unet3d baseline only (got {baselines})")
+        suite_metrics(suite.metrics)
 
     def prepare_data(self, suite: SuiteConfig, opts: Any) -> PreparedData:
         if opts.data is not None:
@@ -332,7 +349,7 @@ class SegmentationTask:
                         tags={"arm": a.name, "ablation": a.table}) for a in arms]
 
     def scorer(self, suite: SuiteConfig, view: TaskData) -> SegScorer:
-        return SegScorer(ex.metric_names())
+        return SegScorer(suite_metrics(suite.metrics))
 
     def guard_metric(self, suite: SuiteConfig, view: TaskData) -> str:
         return ""  # the did-not-learn guard has no trivial control for label maps
