@@ -1,7 +1,7 @@
 """What a suite run returns, and what its data stage prepared, whichever task ran.
 
 Its own module so that the drivers a suite task plugs in (``harness.explain.run``,
-``harness.segmentation.suite``) need not import the runner that calls them: no import
+``harness.segmentation.task``) need not import the runner that calls them: no import
 cycle, counting lazy imports too.
 """
 
