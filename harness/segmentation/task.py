@@ -176,10 +176,11 @@ def run_seg_fold_job(job: SegFoldJob, cases: dict[str, SegCase]) -> dict[int, Fo
                                             device=job.device, log=log, init_state=init,
                                             freeze="" if freeze == "none" else freeze, settings=job.settings)
         seconds = time.perf_counter() - started
-        out = {}
+        out, scored = {}, {}
         for index, (arm, table, post) in zip(job.run_indices, job.scoring):
-            scores = ex.score_cases(labels, test, job.settings, postprocess=post)
-            out[index] = FoldOutcome(scores.assign(fold=job.fold.index, arm=arm, table=table), seconds,
+            if post not in scored:  # arms with the same post-processing have the same scores
+                scored[post] = ex.score_cases(labels, test, job.settings, postprocess=post)
+            out[index] = FoldOutcome(scored[post].assign(fold=job.fold.index, arm=arm, table=table), seconds,
                                      list(history), {}, arrays=dict(labels))
     return out
 
