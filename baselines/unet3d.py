@@ -125,6 +125,14 @@ class UNet3DBaseline(Baseline):
                   "patience": 50, "loss": "dice_focal_edge005", "lr_decay": 0.99, "flip": True},
     }
 
+    #: The segmentation suite's arms are parameter variants of this baseline (as nnU-Net's
+    #: trainer variants): the pre-processing fitted on the training cases, the
+    #: post-processing of its label maps, a start from the suite's source model
+    #: (``init = "source"``) and the parameter group kept frozen while fine-tuning.
+    #: Their defaults (none, dust removal, random init, nothing frozen) live in
+    #: harness.segmentation.task; ``fit``/``predict`` here leave them to it.
+    extra_params: ClassVar[frozenset[str]] = frozenset({"preprocess", "postprocess", "init", "freeze"})
+
     def __init__(self, profile: str = "quick", **params: Any) -> None:
         super().__init__(profile, **params)
         self.model: Any = None

@@ -44,6 +44,46 @@ def write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
     atomic_write(path, lambda fh: frame.to_csv(fh, index=False), text=True)
 
 
+def save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays))  # type: ignore[arg-type]
+
+
+def load_npz(path: Path) -> dict[str, np.ndarray] | None:
+    """A fold's arrays, or None when missing or damaged."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError):
+        return None
+
+
+# -- what the driver plans ------------------------------------------------------------
+@dataclass(frozen=True)
+class ArmSpec:
+    """One row of a suite's comparison: a registered baseline (``model``) with its
+    parameters, under the name the summary shows. Row tasks: one arm per baseline, named
+    after it; segmentation: ``unet3d/<arm>``, each a parameter variant of ``unet3d``."""
+
+    name: str
+    model: str
+    params: dict[str, Any] = field(default_factory=dict)
+    #: Extra MLflow parent tags (segmentation: arm, ablation).
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """The run-wide part of every fold job (the driver's options, as plain data)."""
+
+    seed: int
+    device: str
+    profile: str
+    work_dir: str
+    weights: dict[str, str]
+    threads: int
+    trust_model_files: bool = False
+
+
 # -- the job: runs anywhere ------------------------------------------------------------
 @dataclass(frozen=True)
 class FoldJob:
@@ -72,6 +112,41 @@ class FoldOutcome:
     history: list[dict[str, float]]
     tags: dict[str, str]
     guard: FoldGuard | None = None
+    #: Arrays a task keeps beside the fold's predictions (segmentation: label maps),
+    #: written to ``fold<i>-arrays.npz`` before the predictions that mark the fold done.
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def job_runs(job: Any) -> tuple[int, ...]:
+    """The planned runs a job serves: one for a row task, several when a task lets runs
+    share one fit (segmentation arms that differ only in post-processing)."""
+    runs = getattr(job, "run_indices", None)
+    return tuple(runs) if runs else (int(job.run_index),)
+
+
+def job_outcomes(job: Any, outcome: Any) -> dict[int, FoldOutcome]:
+    """A job's outcome per run: a shared job returns ``{run_index: FoldOutcome}``."""
+    return dict(outcome) if isinstance(outcome, dict) else {job_runs(job)[0]: outcome}
+
+
+class RowScorer:
+    """The prediction schema of row tasks: one ``y_true``/``y_pred`` row per test sample,
+    metrics from ``harness.metrics`` (the fold's rows are one patient-level cluster each)."""
+
+    def __init__(self, task: TaskData, metrics: list[str]) -> None:
+        self.task, self.metrics = task, list(metrics)
+
+    def read(self, path: Path) -> pd.DataFrame:
+        return read_prediction_file(path, self.task.target_kind)
+
+    def fold_metrics(self, frame: pd.DataFrame) -> dict[str, float]:
+        return {m: compute_metric(m, frame["y_true"].to_numpy(), frame["y_pred"].to_numpy(), self.task.classes,
+                                  frame["patient_id"].to_numpy())
+                for m in self.metrics}
+
+    def estimates(self, frames: list[pd.DataFrame], *, n_boot: int, seed: int) -> list[MetricEstimate]:
+        return [estimate(metric, frames, classes=self.task.classes, n_boot=n_boot, seed=seed)
+                for metric in self.metrics]
 
 
 def fit_predict_fold(
@@ -143,6 +218,14 @@ class PlannedRun:
     guard_metric: str = ""
     guards: dict[int, FoldGuard | None] = field(default_factory=dict)
     guard: RunGuard | None = None
+    #: The task's prediction schema (read, fold metrics, estimates); None: :class:`RowScorer`.
+    task_scorer: Any = None
+    #: The registered baseline that builds this run's model ("": ``baseline``).
+    model: str = ""
+
+    @property
+    def scorer(self) -> Any:
+        return self.task_scorer if self.task_scorer is not None else RowScorer(self.task, self.metrics)
 
     @property
     def label(self) -> str:
@@ -157,6 +240,9 @@ class PlannedRun:
 
     def guard_path(self, fold_index: int) -> Path:
         return self.fold_dir / f"fold{fold_index}-guard.json"
+
+    def arrays_path(self, fold_index: int) -> Path:
+        return self.fold_dir / f"fold{fold_index}-arrays.npz"
 
 
 def run_key(*, suite: Any, baseline: str, resolved_params: dict[str, Any], manifest: SplitManifest,
@@ -214,11 +300,7 @@ def record_fold(plan: PlannedRun, fold: Fold, frame: pd.DataFrame, *, seconds: f
         return
     from harness.tracking import FoldRecord
 
-    metrics = {
-        m: compute_metric(m, frame["y_true"].to_numpy(), frame["y_pred"].to_numpy(), plan.task.classes,
-                          frame["patient_id"].to_numpy())
-        for m in plan.metrics
-    }
+    metrics = plan.scorer.fold_metrics(frame)
     control = is_trivial_control(plan.baseline)
     metrics.update(guard_metrics(guard, control))
     if seconds is not None:
@@ -237,13 +319,23 @@ def record_fold(plan: PlannedRun, fold: Fold, frame: pd.DataFrame, *, seconds: f
     plan.logged.add(fold.index)
 
 
+def row_fold_jobs(pending: list[tuple[PlannedRun, Fold]], settings: JobSettings) -> list[FoldJob]:
+    """Row tasks: one job per (run, fold) the cache lacks."""
+    return [FoldJob(
+        run_index=plan.index, data_key=plan.variant, baseline=plan.model or plan.baseline, params=plan.params,
+        fold=fold, seed=settings.seed, device=settings.device, profile=settings.profile,
+        work_dir=settings.work_dir, weights=settings.weights, threads=settings.threads,
+        trust_model_files=settings.trust_model_files, guard_metric=plan.guard_metric,
+    ) for plan, fold in pending]
+
+
 def take_cached_folds(plan: PlannedRun) -> list[Fold]:
     """Record the folds the fold cache already has; return those still to fit."""
     to_fit = []
     for fold in plan.manifest.folds:
         path = plan.fold_path(fold.index)
         if path.exists():
-            record_fold(plan, fold, read_prediction_file(path, plan.task.target_kind), seconds=None,
+            record_fold(plan, fold, plan.scorer.read(path), seconds=None,
                         tags={"resumed_from_cache": "true"}, guard=read_guard(plan.guard_path(fold.index)))
         else:
             to_fit.append(fold)
@@ -264,6 +356,8 @@ def store_outcome(plan: PlannedRun, fold: Fold, outcome: FoldOutcome) -> None:
     if outcome.guard is not None:
         text = json.dumps(outcome.guard.to_dict(), indent=1) + "\n"
         atomic_write(plan.guard_path(fold.index), lambda fh: fh.write(text), text=True)
+    if outcome.arrays:
+        save_npz_atomic(plan.arrays_path(fold.index), outcome.arrays)
     write_csv_atomic(outcome.predictions, plan.fold_path(fold.index))
     if outcome.history:
         write_csv_atomic(pd.DataFrame(outcome.history), plan.fold_dir / f"fold{fold.index}-history.csv")
@@ -280,8 +374,7 @@ def finish_run(plan: PlannedRun, *, out_dir: Path, n_boot: int, seed: int,
     variant = f"__{plan.variant}" if plan.variant else ""
     pred_out = out_dir / "predictions" / f"{plan.baseline}__{plan.protocol}{variant}.csv"
     write_csv_atomic(pooled, pred_out)
-    estimates = [estimate(metric, frames, classes=plan.task.classes, n_boot=n_boot, seed=seed)
-                 for metric in plan.metrics]
+    estimates = plan.scorer.estimates(frames, n_boot=n_boot, seed=seed)
     if plan.guard_metric:
         plan.guard = run_guard(plan.baseline, plan.guard_metric,
                                [plan.guards.get(f.index) for f in plan.manifest.folds])
@@ -315,11 +408,9 @@ def fold_metric_aggregates(plan: PlannedRun, frames: list[pd.DataFrame]) -> dict
     from harness.tracking import fold_aggregates
 
     out: dict[str, float] = {}
-    for metric in plan.metrics:
-        values = [compute_metric(metric, f["y_true"].to_numpy(), f["y_pred"].to_numpy(), plan.task.classes,
-                                 patient_ids=f["patient_id"].to_numpy())
-                  for f in frames]
-        out.update(fold_aggregates(metric, values))
+    per_fold = [plan.scorer.fold_metrics(f) for f in frames]
+    for metric in per_fold[0] if per_fold else []:
+        out.update(fold_aggregates(metric, [m[metric] for m in per_fold]))
     return out
 
 

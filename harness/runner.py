@@ -32,10 +32,14 @@ from harness.data.check import unused_series_problems
 from harness.locks import file_locks, run_locks
 from harness.errors import HarnessError, NoUsableDataError
 from harness.folds import (
-    FoldJob,
+    ArmSpec,
+    JobSettings,
     PlannedRun,
     fail_run,
     finish_run,
+    job_outcomes,
+    job_runs,
+    row_fold_jobs,
     run_fold_job,
     run_key,
     store_outcome,
@@ -46,8 +50,9 @@ from harness.guard import RunGuard, guard_metric
 from harness.metrics import MetricEstimate
 from harness.parallel import CachedVolumes, make_executor, materialize_volumes, run_jobs
 from harness.provenance import git_commit, package_versions
-from harness.run_result import RunResult
+from harness.run_result import PreparedData, RunResult
 from harness.splits import (
+    Fold,
     SplitManifest,
     get_protocol,
     is_leaky,
@@ -89,23 +94,6 @@ class RunOptions:
     ray_address: str | None = None
     #: ``--trust-model-file``: ``--weights`` files may be full pickles (which can run code).
     trust_model_files: bool = False
-
-
-@dataclass
-class PreparedData:
-    data_dir: Path
-    dataset_name: str
-    task_data: TaskData
-    fingerprint: str
-    problems: list[Problem]
-    #: Task variants (e.g. survival's "grade" and "survival_class"): name -> view.
-    #: A suite without ``[task] targets`` has one variant named "".
-    views: dict[str, TaskData] = field(default_factory=dict)
-    variant: str = ""
-    #: Tables written by pipeline stages that run before the splits (CSV + MLflow).
-    stage_tables: dict[str, pd.DataFrame] = field(default_factory=dict)
-    stage_tags: dict[str, str] = field(default_factory=dict)
-    stage_files: list[Path] = field(default_factory=list)
 
 
 # -- stage 1: data -------------------------------------------------------------------
@@ -201,10 +189,15 @@ def run_progression_stages(suite: SuiteConfig, opts: RunOptions, data: PreparedD
 
 # -- stage 2: split manifests ----------------------------------------------------------
 def prepare_manifests(
-    suite: SuiteConfig, opts: RunOptions, data: PreparedData, protocols: list[str], seed: int, out_dir: Path
+    suite: SuiteConfig, opts: RunOptions, data: PreparedData, protocols: list[str], seed: int, out_dir: Path,
+    split_task: str | None = None,
 ) -> dict[str, tuple[SplitManifest, Path]]:
-    """One manifest per protocol: supplied, reused from the cache, or created."""
+    """One manifest per protocol: supplied, reused from the cache, or created.
+
+    ``split_task`` is what the split stratifies as (default: the view's target kind;
+    segmentation stratifies its patients by grade, "classification")."""
     samples = data.task_data.samples
+    split_task = split_task or data.task_data.target_kind
     prefix = f"{data.variant}-" if data.variant else ""
     rows_key = json_digest(sorted(samples["sample_id"].astype(str)), 8)
     manifests: dict[str, tuple[SplitManifest, Path]] = {}
@@ -222,7 +215,7 @@ def prepare_manifests(
                 / f"{suite.name}-{prefix}{name}-s{seed}-{data.fingerprint[:16]}-{rows_key}.json"
             )
             manifest, reused = load_or_create_manifest(
-                path, name, samples, seed=seed, task=data.task_data.target_kind,
+                path, name, samples, seed=seed, task=split_task,
                 dataset_fingerprint=data.fingerprint, **params,
             )
             log(f"split {prefix}{name}: {'reused' if reused else 'created'} manifest sha256 {manifest.sha256[:12]}")
@@ -237,13 +230,15 @@ def prepare_manifests(
 
 # -- stage 3: folds (see harness.folds) --------------------------------------------------
 def plan_run(
-    *, index: int, suite: SuiteConfig, opts: RunOptions, data: PreparedData, baseline_name: str,
+    *, index: int, suite: SuiteConfig, opts: RunOptions, data: PreparedData, arm: ArmSpec,
     protocol: str, manifest: SplitManifest, manifest_path: Path, seed: int, tracker: Any,
-    common_tags: dict[str, str], result: RunResult,
+    common_tags: dict[str, str], result: RunResult, task: Any = None,
 ) -> PlannedRun:
-    """One baseline under one protocol: its run key, fold cache and (resumed) MLflow parent."""
-    params = suite.baseline_params.get(baseline_name, {})
-    resolved = create_baseline(baseline_name, profile=opts.profile, **params).get_params()
+    """One arm (a baseline, or a parameter variant of one) under one protocol: its run
+    key, fold cache and (resumed) MLflow parent."""
+    task = task or ROW_TASK
+    baseline_name, params = arm.name, dict(arm.params)
+    resolved = create_baseline(arm.model, profile=opts.profile, **params).get_params()
     variant = data.variant
     key = run_key(
         suite=suite, baseline=baseline_name, resolved_params=resolved, manifest=manifest, seed=seed,
@@ -252,14 +247,16 @@ def plan_run(
         threads=opts.threads_per_job,
     )
     plan = PlannedRun(
-        index=index, variant=variant, baseline=baseline_name, protocol=protocol, params=dict(params),
+        index=index, variant=variant, baseline=baseline_name, protocol=protocol, params=params,
         manifest=manifest, manifest_path=manifest_path, task=data.task_data, metrics=list(suite.metrics),
         fold_dir=opts.cache_dir / "folds" / key,
-        guard_metric=guard_metric(suite.metrics, data.task_data.target_kind),
+        guard_metric=task.guard_metric(suite, data.task_data), model=arm.model,
+        task_scorer=task.scorer(suite, data.task_data),
     )
     tags = {
         **common_tags,
         **data.stage_tags,
+        **arm.tags,
         "baseline": baseline_name,
         "protocol": protocol,
         # One value per comparable set of runs: group by it in the MLflow UI.
@@ -271,6 +268,7 @@ def plan_run(
         tags["target"] = variant
     run_params = {
         "suite": suite.name, "task": suite.task, "baseline": baseline_name, "protocol": protocol,
+        **({"model": arm.model} if arm.model != baseline_name else {}),
         "seed": seed, "device": opts.device, "data": str(data.data_dir), "target": variant or suite.task,
         "threads_per_job": opts.threads_per_job,
         **{f"baseline.{k}": v for k, v in resolved.items()},
@@ -292,14 +290,14 @@ def plan_run(
 
 
 def execute_plans(plans: list[PlannedRun], data_by_variant: dict[str, PreparedData], opts: RunOptions,
-                  seed: int, out_dir: Path, n_boot: int, result: RunResult) -> None:
+                  seed: int, out_dir: Path, n_boot: int, result: RunResult, task: Any = None) -> None:
     """Fit every fold the cache lacks on the chosen executor, then finish each run.
 
     Bookkeeping happens here, in the driver, as each fold comes back; workers only fit.
+    The task plugin turns the missing (run, fold) pairs into jobs (one per pair for row
+    tasks; segmentation lets arms that share a fit share a job) and runs them.
     """
-    jobs: list[FoldJob] = []
-    work_dir = str(Path(opts.cache_dir).resolve())
-    weights = {k: str(Path(v).resolve()) for k, v in opts.weights.items()}
+    task = task or ROW_TASK
 
     def finish_if_complete(plan: PlannedRun) -> None:
         if not plan.done and len(plan.frames) == len(plan.manifest.folds):
@@ -309,6 +307,7 @@ def execute_plans(plans: list[PlannedRun], data_by_variant: dict[str, PreparedDa
             except Exception as exc:  # noqa: BLE001 - one run's failure must not lose the others
                 fail_run(plan, exc)
 
+    pending: list[tuple[PlannedRun, Fold]] = []
     for plan in plans:
         if plan.done:
             continue
@@ -318,37 +317,38 @@ def execute_plans(plans: list[PlannedRun], data_by_variant: dict[str, PreparedDa
             fail_run(plan, exc)
             continue
         result.folds_reused += len(plan.frames)
-        for fold in to_fit:
-            jobs.append(FoldJob(
-                run_index=plan.index, data_key=plan.variant, baseline=plan.baseline, params=plan.params,
-                fold=fold, seed=seed, device=opts.device, profile=opts.profile, work_dir=work_dir,
-                weights=weights, threads=opts.threads_per_job, trust_model_files=opts.trust_model_files,
-                guard_metric=plan.guard_metric,
-            ))
+        pending += [(plan, fold) for fold in to_fit]
         finish_if_complete(plan)
+    settings = JobSettings(
+        seed=seed, device=opts.device, profile=opts.profile, work_dir=str(Path(opts.cache_dir).resolve()),
+        weights={k: str(Path(v).resolve()) for k, v in opts.weights.items()}, threads=opts.threads_per_job,
+        trust_model_files=opts.trust_model_files,
+    )
+    jobs = task.make_jobs(pending, settings)
     if not jobs:
         return
 
-    def on_result(job: FoldJob, outcome: Any) -> None:
-        plan = plans[job.run_index]
+    def on_result(job: Any, outcome: Any) -> None:
         if isinstance(outcome, BaseException):
-            fail_run(plan, outcome)
+            for index in job_runs(job):
+                fail_run(plans[index], outcome)
             return
-        try:
-            store_outcome(plan, job.fold, outcome)
-            result.folds_fitted += 1
-        except Exception as exc:  # noqa: BLE001 - e.g. MLflow unreachable: keep the rest going
-            fail_run(plan, exc)
-        finish_if_complete(plan)
+        result.folds_fitted += 1
+        for index, part in job_outcomes(job, outcome).items():
+            plan = plans[index]
+            try:
+                store_outcome(plan, job.fold, part)
+            except Exception as exc:  # noqa: BLE001 - e.g. MLflow unreachable: keep the rest going
+                fail_run(plan, exc)
+            finish_if_complete(plan)
 
-    datasets = {variant: prepared.task_data for variant, prepared in data_by_variant.items()}
     executor = make_executor(opts.executor, jobs=opts.jobs, threads=opts.threads_per_job,
-                             ray_address=opts.ray_address, ship_to_ray=ship_task_data)
+                             ray_address=opts.ray_address, ship_to_ray=task.ship_to_ray)
     log(f"fitting {len(jobs)} fold(s) on {executor.describe()}, {opts.threads_per_job} thread(s) per fold")
     try:
         with executor:
-            run_jobs(executor, run_fold_job, jobs, datasets, on_result=on_result,
-                     should_run=lambda job: plans[job.run_index].failure is None)
+            run_jobs(executor, task.job_fn, jobs, task.datasets(data_by_variant), on_result=on_result,
+                     should_run=lambda job: any(plans[i].failure is None for i in job_runs(job)))
     except BaseException as exc:
         # Interrupted (KILLED) or broken: finished folds are in the fold cache; no parent is
         # left RUNNING. The executor has already ended its workers.
@@ -365,13 +365,108 @@ def ship_task_data(task: TaskData) -> TaskData:
     return replace(task, volumes=materialize_volumes(task.volumes, [k for k in used if k in task.volumes]))
 
 
-# -- the whole suite -----------------------------------------------------------------
-#: Tasks whose samples are not rows with one target (e.g. segmentation) bring their own
-#: suite runner, "module:function" with the signature of :func:`run_suite`.
+# -- the task plugins ----------------------------------------------------------------
+class RowTask:
+    """The plugin of row tasks (grading, progression, survival): one target per sample.
+
+    A task plugin is the only thing that differs between suites; the driver
+    (:func:`_run_suite`) calls these hooks in the same stages for every task:
+    data -> task views -> manifests -> folds on the executor -> metrics -> summary and
+    MLflow -> reports. :class:`harness.segmentation.task.SegmentationTask` is the other one.
+    """
+
+    job_fn = staticmethod(run_fold_job)
+
+    def check(self, suite: SuiteConfig, baselines: list[str]) -> None:
+        for name in baselines:
+            cls = get_baseline(name)
+            if suite.task not in cls.tasks:
+                raise HarnessError(f"baseline {name!r} does not support task {suite.task!r} "
+                                   f"(it supports {sorted(cls.tasks)})")
+
+    def prepare_data(self, suite: SuiteConfig, opts: RunOptions) -> PreparedData:
+        return prepare_data(suite, opts)
+
+    def variant_suite(self, suite: SuiteConfig, variant: str) -> SuiteConfig:
+        """The suite as one variant sees it (its task options enter the run key)."""
+        return replace(suite, task_options=dict(task_variants(suite))[variant]) if variant else suite
+
+    def variant_data(self, data: PreparedData, variant: str) -> PreparedData:
+        return replace(data, task_data=data.views[variant], variant=variant)
+
+    def own_split(self, variant: str) -> bool:
+        """True: the variant's samples are another cohort, a ``--split-manifest`` is not for it."""
+        return False
+
+    def split_task(self, view: TaskData) -> str:
+        return view.target_kind
+
+    def arms(self, suite: SuiteConfig, variant: str, baselines: list[str]) -> list[ArmSpec]:
+        return [ArmSpec(name, name, dict(suite.baseline_params.get(name, {}))) for name in baselines]
+
+    def scorer(self, suite: SuiteConfig, view: TaskData) -> Any:
+        return None  # harness.folds.RowScorer
+
+    def guard_metric(self, suite: SuiteConfig, view: TaskData) -> str:
+        return guard_metric(suite.metrics, view.target_kind)
+
+    def make_jobs(self, pending: list[tuple[PlannedRun, Fold]], settings: JobSettings) -> list[Any]:
+        return row_fold_jobs(pending, settings)
+
+    def datasets(self, data_by_variant: dict[str, PreparedData]) -> dict[str, Any]:
+        return {variant: prepared.task_data for variant, prepared in data_by_variant.items()}
+
+    @staticmethod
+    def ship_to_ray(task: TaskData) -> TaskData:
+        return ship_task_data(task)
+
+    def merge_summaries(self, parts: list[tuple[str, dict[str, Any]]], plans: list[PlannedRun]) -> dict[str, Any]:
+        return _merge_summaries(parts)
+
+    def print_results(self, parts: list[tuple[str, dict[str, Any]]], out_dir: Path) -> None:
+        for variant, part in parts:
+            if variant:
+                print(f"\n== target: {variant} ==")
+            print(format_table(part))
+
+    def write_reports(self, *, suite: SuiteConfig, opts: RunOptions, data: PreparedData,
+                      manifests: dict[str, dict[str, SplitManifest]], plans: list[PlannedRun],
+                      result: RunResult, seed: int) -> list[Path]:
+        """The task's own documents after the summary (row tasks: none)."""
+        return []
+
+    def audit_reports(self, *, suite: SuiteConfig, opts: RunOptions, data: PreparedData,
+                      manifests: dict[str, dict[str, SplitManifest]], result: RunResult,
+                      seed: int) -> list[Path]:
+        """The leakage and overfitting reports (harness.audit)."""
+        from harness.audit import write_suite_reports
+
+        return write_suite_reports(suite=suite, opts=opts, data=data, manifests=manifests,
+                                   result=result, seed=seed, log=log)
+
+
+ROW_TASK = RowTask()
+
+#: Tasks with their own plugin ("module:Class", imported when a suite needs it).
+TASK_PLUGINS: dict[str, str] = {
+    "segmentation": "harness.segmentation.task:SegmentationTask",
+}
+
+#: Suites that still bring their own whole driver, "module:function" with the signature
+#: of :func:`run_suite` (explain: see docs/architecture.md, Known gaps).
 SUITE_RUNNERS: dict[str, str] = {
-    "segmentation": "harness.segmentation.suite:run_segmentation_suite",
     "explain": "harness.explain.run:run_explain_suite",
 }
+
+
+def task_plugin(task: str) -> Any:
+    """The plugin of a task: its own (``TASK_PLUGINS``) or the row-task one."""
+    if task not in TASK_PLUGINS:
+        return ROW_TASK
+    import importlib
+
+    module_name, _, cls = TASK_PLUGINS[task].partition(":")
+    return getattr(importlib.import_module(module_name), cls)()
 
 
 def run_suite(suite: SuiteConfig, opts: RunOptions) -> RunResult:
@@ -390,18 +485,15 @@ def run_suite(suite: SuiteConfig, opts: RunOptions) -> RunResult:
 
 
 def _run_suite(suite: SuiteConfig, opts: RunOptions) -> RunResult:
+    task = task_plugin(suite.task)
     seed = opts.seed if opts.seed is not None else int(suite.data.get("seed", 0))
     baselines = opts.baselines or suite.baselines
-    protocols = opts.protocols or list(suite.protocols)
-    for name in baselines:
-        cls = get_baseline(name)
-        if suite.task not in cls.tasks:
-            raise HarnessError(f"baseline {name!r} does not support task {suite.task!r} (it supports {sorted(cls.tasks)})")
+    task.check(suite, baselines)
     out_dir = Path(opts.out) if opts.out else Path("reports") / suite.name / datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
 
-    data = prepare_data(suite, opts)
+    data = task.prepare_data(suite, opts)
     _write_problems(data.problems, out_dir / "problems.csv")
     for name, table in data.stage_tables.items():
         path = out_dir / "stages" / f"{name}.csv"
@@ -424,33 +516,35 @@ def _run_suite(suite: SuiteConfig, opts: RunOptions) -> RunResult:
         **{f"version.{k}": v for k, v in package_versions().items()},
     }
     result = RunResult(out_dir=out_dir, summary={})
-    variant_options = dict(task_variants(suite))
+    result.failures += list(data.extra.get("failures", []))
     all_manifests: dict[str, dict[str, SplitManifest]] = {}
     plans: list[PlannedRun] = []
     data_by_variant: dict[str, PreparedData] = {}
     for variant, view in data.views.items():
-        vdata = replace(data, task_data=view, variant=variant)
-        vsuite = replace(suite, task_options=variant_options[variant]) if variant else suite
+        vdata = task.variant_data(data, variant)
+        vsuite = task.variant_suite(suite, variant)
+        vopts = replace(opts, split_manifest=None) if task.own_split(variant) else opts
         data_by_variant[variant] = vdata
-        manifests = prepare_manifests(vsuite, opts, vdata, protocols, seed, out_dir)
+        protocols = opts.protocols or list(vsuite.protocols)
+        manifests = prepare_manifests(vsuite, vopts, vdata, protocols, seed, out_dir, task.split_task(view))
         all_manifests[variant] = {p: m for p, (m, _) in manifests.items()}
-        for baseline_name in baselines:
+        for arm in task.arms(vsuite, variant, baselines):
             for protocol, (manifest, manifest_path) in manifests.items():
                 try:
                     plan = plan_run(
-                        index=len(plans), suite=vsuite, opts=opts, data=vdata, baseline_name=baseline_name,
+                        index=len(plans), suite=vsuite, opts=opts, data=vdata, arm=arm,
                         protocol=protocol, manifest=manifest, manifest_path=manifest_path, seed=seed,
-                        tracker=tracker, common_tags=common_tags, result=result,
+                        tracker=tracker, common_tags=common_tags, result=result, task=task,
                     )
                 except Exception as exc:  # noqa: BLE001 - e.g. bad baseline params: the rest go on
                     plan = PlannedRun(
-                        index=len(plans), variant=variant, baseline=baseline_name, protocol=protocol,
+                        index=len(plans), variant=variant, baseline=arm.name, protocol=protocol,
                         params={}, manifest=manifest, manifest_path=manifest_path, task=view,
                         metrics=list(suite.metrics), fold_dir=opts.cache_dir / "folds" / "unplanned",
                     )
                     fail_run(plan, exc)
                 plans.append(plan)
-    execute_plans(plans, data_by_variant, opts, seed, out_dir, suite.n_boot, result)
+    execute_plans(plans, data_by_variant, opts, seed, out_dir, suite.n_boot, result, task)
 
     summaries: list[tuple[str, dict[str, Any]]] = []
     for variant, view in data.views.items():
@@ -477,43 +571,59 @@ def _run_suite(suite: SuiteConfig, opts: RunOptions) -> RunResult:
             seconds=time.perf_counter() - started,
             seed=seed,
         )))
-    summary = _merge_summaries(summaries)
+    summary = task.merge_summaries(summaries, plans)
     if data.stage_tags:
         summary["stages"] = {"tags": data.stage_tags,
                              "files": [str(p.relative_to(out_dir)) for p in data.stage_files]}
     summary["seconds"] = round(time.perf_counter() - started, 1)
     write_json(summary, out_dir / "summary.json")
     result.summary = summary
-    for variant, part in summaries:
-        if variant:
-            print(f"\n== target: {variant} ==")
-        print(format_table(part))
+    _task_reports(task, suite, opts, data, all_manifests, plans, tracker, result, seed)
+    task.print_results(summaries, out_dir)
     print(f"\nsummary: {out_dir / 'summary.json'}")
     if tracker is not None:
         print(f"MLflow runs: experiment 'harness/{suite.name}' in {tracker.tracking_uri} "
               "(open with: python -m harness ui; group runs by the tag 'comparison')")
-    _audit_after_suite(suite, opts, data, all_manifests, tracker, result, seed)
+    _audit_after_suite(suite, opts, data, all_manifests, tracker, result, seed, task)
     if suite.explain:
         _explain_after_suite(suite, opts, out_dir, result)
     return result
 
 
+def _task_reports(task: Any, suite: SuiteConfig, opts: RunOptions, data: PreparedData,
+                  manifests: dict[str, dict[str, SplitManifest]], plans: list[PlannedRun], tracker: Any,
+                  result: RunResult, seed: int) -> None:
+    """The task's own documents (segmentation: its ablation report), logged to every parent
+    this run touched; a failure here is recorded, the results stay."""
+    try:
+        paths = task.write_reports(suite=suite, opts=opts, data=data, manifests=manifests, plans=plans,
+                                   result=result, seed=seed)
+    except Exception as exc:  # noqa: BLE001 - the suite's results are already written
+        result.failures.append(f"task report: {type(exc).__name__}: {exc}")
+        log(f"FAILED task report:\n{traceback.format_exc()}")
+        return
+    result.reports += paths
+    if tracker is not None:
+        for run in result.runs:
+            if run["parent_run_id"] and run["parent"].needs_summary:
+                for path in paths:
+                    tracker.client.log_artifact(run["parent_run_id"], str(path), "report")
+
+
 def _audit_after_suite(suite: SuiteConfig, opts: RunOptions, data: PreparedData,
                        manifests: dict[str, dict[str, SplitManifest]], tracker: Any,
-                       result: RunResult, seed: int) -> None:
+                       result: RunResult, seed: int, task: Any = None) -> None:
     """Every suite run gets the leakage and overfitting reports (and, for progression,
     audit.md); they are logged to each parent MLflow run. A report failure is recorded
     as a failure but never loses the suite's results."""
-    from harness.audit import write_suite_reports
-
     try:
-        paths = write_suite_reports(suite=suite, opts=opts, data=data, manifests=manifests,
-                                    result=result, seed=seed, log=log)
+        paths = (task or ROW_TASK).audit_reports(suite=suite, opts=opts, data=data, manifests=manifests,
+                                                 result=result, seed=seed)
     except Exception as exc:  # noqa: BLE001 - the suite's results are already written
         result.failures.append(f"audit reports: {type(exc).__name__}: {exc}")
         log(f"FAILED audit reports:\n{traceback.format_exc()}")
         return
-    result.reports = paths
+    result.reports += paths
     if tracker is not None:
         for run in result.runs:
             # A parent finished earlier and untouched now already holds these reports.

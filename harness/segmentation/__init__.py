@@ -10,7 +10,8 @@ loss, post-processing and transfer-learning ablations, plus a standalone evaluat
 - evaluate: score folders of NIfTI predictions against references (seg-eval)
 - postprocess: dust removal and hole filling (cc3d)
 - losses, preprocess, data, training, transfer: the model side
-- suite, report: the ``segmentation`` suite and its HTML / Markdown report
+- task, experiment, report: the ``segmentation`` task plugin of the runner (ablation arms
+  as ``unet3d`` parameter variants), its fits and scores, its HTML / Markdown report
 """
 
 from harness.segmentation.labels import REGIONS

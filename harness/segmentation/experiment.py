@@ -1,21 +1,20 @@
 """Training arms and folds: fit a U-Net per (pre-processing, loss) and fold, predict, score.
 
-Kept apart from the suite's bookkeeping (MLflow, summary, report) so the ablations can
-be run and tested on their own. Every finished fold's predicted label maps are cached
-(``<cache>/seg-folds/<key>.npz``, written atomically) so a rerun resumes.
+Kept apart from the suite's bookkeeping (the runner's driver with the segmentation task
+plugin, harness.segmentation.task) so the ablations can be run and tested on their own.
+The driver keeps every finished fold in the runner's fold cache (scores and label maps,
+written atomically) so a rerun resumes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from harness.hashing import json_digest
-from harness.atomic import atomic_write
 from harness.segmentation.data import SegCase
 from harness.segmentation.labels import Thresholds, probabilities_to_labels
 from harness.segmentation.lesionwise import SCORE_COLUMNS, score_regions
@@ -53,18 +52,6 @@ class EvalSettings:
 def digest(obj: Any) -> str:
     """Cache key of a segmentation stage (32 hex characters)."""
     return json_digest(obj, 32)
-
-
-def save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays))  # type: ignore[arg-type]
-
-
-def load_npz(path: Path) -> dict[str, np.ndarray] | None:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError):
-        return None
 
 
 def preprocess_cases(method: str, train: Sequence[SegCase], others: Sequence[Sequence[SegCase]]
