@@ -452,10 +452,11 @@ TASK_PLUGINS: dict[str, str] = {
     "segmentation": "harness.segmentation.task:SegmentationTask",
 }
 
-#: Suites that still bring their own whole driver, "module:function" with the signature
-#: of :func:`run_suite` (explain: see docs/architecture.md, Known gaps).
-SUITE_RUNNERS: dict[str, str] = {
-    "explain": "harness.explain.run:run_explain_suite",
+#: Suites that are not run by this driver but by a command of their own: task -> command.
+#: The explain report attributes a fitted model's predictions; it has no folds to run, so
+#: it is a command (``python -m harness explain``) and a post-run hook of other suites.
+OWN_COMMAND_SUITES: dict[str, str] = {
+    "explain": "python -m harness explain --suite {suite}",
 }
 
 
@@ -471,11 +472,10 @@ def task_plugin(task: str) -> Any:
 
 def run_suite(suite: SuiteConfig, opts: RunOptions) -> RunResult:
     """Run every baseline under every protocol; write summary.json and MLflow runs."""
-    if suite.task in SUITE_RUNNERS:
-        module_name, _, func = SUITE_RUNNERS[suite.task].partition(":")
-        import importlib
-
-        return getattr(importlib.import_module(module_name), func)(suite, opts)
+    if suite.task in OWN_COMMAND_SUITES:
+        command = OWN_COMMAND_SUITES[suite.task].format(suite=suite.source or suite.name)
+        raise HarnessError(f"suite {suite.name!r} (task {suite.task!r}) is not a fold-running suite: "
+                           f"run it with `{command}`; other suites run it after them with [explain]")
     # Two runs of one suite on one cache or store: the second waits, then reuses the folds.
     from harness.tracking import default_tracking_uri
 

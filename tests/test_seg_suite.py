@@ -99,9 +99,9 @@ def test_two_jobs_and_a_supplied_manifest_give_the_same_table(tmp_path, serial_r
 
 
 def test_segmentation_has_no_driver_of_its_own():
-    from harness.runner import SUITE_RUNNERS, TASK_PLUGINS
+    from harness.runner import OWN_COMMAND_SUITES, TASK_PLUGINS
 
-    assert "segmentation" not in SUITE_RUNNERS
+    assert set(OWN_COMMAND_SUITES) == {"explain"}
     assert TASK_PLUGINS["segmentation"].startswith("harness.segmentation.task:")
 
 
@@ -225,3 +225,12 @@ def test_the_suites_metrics_choose_the_scored_columns():
         "legacy_dice_mean", "legacy_dice_ET", "legacy_dice_TC", "legacy_dice_WT", "lesionwise_hd95_WT"]
     with pytest.raises(HarnessError, match="unknown segmentation metric"):
         suite_metrics(["dice"])
+
+
+def test_run_suite_explain_names_the_explain_command():
+    from harness.errors import HarnessError
+    from harness.runner import RunOptions, run_suite
+    from harness.suite import load_suite
+
+    with pytest.raises(HarnessError, match="python -m harness explain --suite"):
+        run_suite(load_suite("explain"), RunOptions(tracking_uri="none", progress=False))

@@ -346,14 +346,3 @@ def options_for_suite(suite: Any, opts: Any, out: Path | None) -> ExplainOptions
         cache_dir=opts.cache_dir, progress=opts.progress,
     )
 
-
-def run_explain_suite(suite: Any, opts: Any) -> Any:
-    """``run --suite explain``: the explain report as a suite run (see SUITE_RUNNERS)."""
-    from harness.run_result import RunResult
-
-    result = run_explain(options_for_suite(suite, opts, opts.out))
-    print(f"explainability report: {result.html}")
-    summary = {"suite": suite.name, "task": "explain", "report": str(result.html),
-               "modality_importance": result.importance, "known_modality": result.known_modality,
-               "methods": result.summary}
-    return RunResult(out_dir=result.out_dir, summary=summary)
