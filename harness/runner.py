@@ -603,11 +603,18 @@ def _task_reports(task: Any, suite: SuiteConfig, opts: RunOptions, data: Prepare
         log(f"FAILED task report:\n{traceback.format_exc()}")
         return
     result.reports += paths
-    if tracker is not None:
-        for run in result.runs:
-            if run["parent_run_id"] and run["parent"].needs_summary:
-                for path in paths:
-                    tracker.client.log_artifact(run["parent_run_id"], str(path), "report")
+    _log_to_parents(tracker, result, paths, "report")
+
+
+def _log_to_parents(tracker: Any, result: RunResult, paths: list[Path], folder: str) -> None:
+    """Log report files to each MLflow parent this run touched (a parent finished earlier
+    and untouched now already holds them)."""
+    if tracker is None:
+        return
+    for run in result.runs:
+        if run["parent_run_id"] and run["parent"].needs_summary:
+            for path in paths:
+                tracker.client.log_artifact(run["parent_run_id"], str(path), folder)
 
 
 def _audit_after_suite(suite: SuiteConfig, opts: RunOptions, data: PreparedData,
@@ -624,12 +631,7 @@ def _audit_after_suite(suite: SuiteConfig, opts: RunOptions, data: PreparedData,
         log(f"FAILED audit reports:\n{traceback.format_exc()}")
         return
     result.reports += paths
-    if tracker is not None:
-        for run in result.runs:
-            # A parent finished earlier and untouched now already holds these reports.
-            if run["parent_run_id"] and run["parent"].needs_summary:
-                for path in paths:
-                    tracker.client.log_artifact(run["parent_run_id"], str(path), "reports")
+    _log_to_parents(tracker, result, paths, "reports")
     for path in paths:
         if path.suffix == ".html" or path.name == "audit.md":
             print(f"report: {path}")
