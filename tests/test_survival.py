@@ -125,4 +125,8 @@ def test_survival_claim_audit_scores_real_labels_apart(tiny_brats, tmp_path):
     for e in scopes.values():
         assert 0.0 <= e["imputed_share"] <= 1.0
         assert e["real_labels"]["n_samples"] == round(e["n_test_rows"] * (1 - e["imputed_share"]))
-    assert "Label provenance: real labels only" in (tmp_path / "a" / "audit.md").read_text()
+    md = (tmp_path / "a" / "audit.md").read_text()
+    assert "Label provenance: real labels only" in md
+    study = record["test_set_selection"]
+    assert study["optimism"] == pytest.approx(study["selected_score"] - study["nested_score"])
+    assert "Test-set selection" in md
