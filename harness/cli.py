@@ -279,11 +279,12 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def _raise_interrupted(signum: int, frame: object) -> None:
-    from harness.errors import RunInterrupted
+    from harness.errors import RunInterrupted, note_interrupt
 
     # A second signal during the cleanup ends the process at once (the OS default).
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_DFL)
+    note_interrupt(signum)
     raise RunInterrupted(signum)
 
 
@@ -300,6 +301,9 @@ def install_signal_handlers() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    from harness.errors import clear_interrupts
+
+    clear_interrupts()
     install_signal_handlers()
     try:
         return int(args.func(args))

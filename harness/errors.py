@@ -25,3 +25,28 @@ class RunInterrupted(KeyboardInterrupt):
 
 class LeakySplitError(HarnessError):
     """Raised when a split that claims to be patient-level puts a patient on both sides."""
+
+
+#: Signals received and not yet acted on (see :func:`raise_if_interrupted`).
+_PENDING_SIGNALS: list[int] = []
+
+
+def note_interrupt(signum: int) -> None:
+    """Remember a signal before :class:`RunInterrupted` is raised for it."""
+    _PENDING_SIGNALS.append(int(signum))
+
+
+def clear_interrupts() -> None:
+    _PENDING_SIGNALS.clear()
+
+
+def raise_if_interrupted() -> None:
+    """Raise :class:`RunInterrupted` again for a signal whose first raise was swallowed.
+
+    Why: a KeyboardInterrupt that lands in a library's ``except BaseException`` cleanup
+    (a database connection pool, a ``__del__``) is logged and dropped there, and the run
+    would go on to the end. The driver calls this between fold jobs.
+    """
+    if _PENDING_SIGNALS:
+        raise RunInterrupted(_PENDING_SIGNALS[0])
+

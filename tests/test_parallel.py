@@ -381,3 +381,30 @@ def test_feature_store_leaves_a_series_another_process_is_computing_for_last(tmp
     worker.join(30)
     assert store.n_computed == 3
     np.testing.assert_array_equal(out["x"][:, 0], np.repeat([0.0, 1.0, 2.0], 3))
+
+
+def test_a_swallowed_interrupt_still_stops_the_jobs():
+    """A signal whose KeyboardInterrupt a library dropped stops run_jobs before the next job."""
+    from harness.errors import RunInterrupted, clear_interrupts, note_interrupt
+    from harness.parallel.executors import SerialExecutor, run_jobs
+
+    ran: list[int] = []
+
+    class Job:
+        data_key = ""
+
+        def __init__(self, i: int) -> None:
+            self.i = i
+
+    def fn(job, _data):
+        ran.append(job.i)
+        if job.i == 0:
+            note_interrupt(2)  # as the handler does, then the raise is "swallowed"
+        return job.i
+
+    try:
+        with pytest.raises(RunInterrupted):
+            run_jobs(SerialExecutor(), fn, [Job(i) for i in range(3)], {"": None}, on_result=lambda j, r: None)
+    finally:
+        clear_interrupts()
+    assert ran == [0]

@@ -21,7 +21,7 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from typing import Any, Callable, Hashable, Iterable, Iterator, Mapping
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, raise_if_interrupted
 
 JobFn = Callable[[Any, Any], Any]
 #: How shared data is prepared for an executor's workers (e.g. materialised for Ray).
@@ -308,6 +308,7 @@ def run_jobs(executor: Executor, fn: JobFn, jobs: Iterable[Any], datasets: Mappi
     in_flight: dict[Hashable, Any] = {}
     executor.start(fn, datasets)
     while pending or in_flight:
+        raise_if_interrupted()
         while pending and len(in_flight) < executor.slots:
             job = pending.popleft()
             if should_run(job):
@@ -316,3 +317,4 @@ def run_jobs(executor: Executor, fn: JobFn, jobs: Iterable[Any], datasets: Mappi
             break
         handle, result = executor.wait_any(list(in_flight))
         on_result(in_flight.pop(handle), result)
+        raise_if_interrupted()
