@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from harness.hashing import json_digest
-from harness.predictions import read_prediction_file
+from harness.predictions import pooled_predictions_path, read_prediction_file
 from baselines import Baseline, FitContext, create_baseline
 from harness import __version__
 from harness.atomic import atomic_write
@@ -371,8 +371,7 @@ def finish_run(plan: PlannedRun, *, out_dir: Path, n_boot: int, seed: int,
     """All folds in: pooled predictions, metric estimates, the parent run's summary."""
     frames = [plan.frames[f.index] for f in plan.manifest.folds]
     pooled = pd.concat(frames, ignore_index=True)
-    variant = f"__{plan.variant}" if plan.variant else ""
-    pred_out = out_dir / "predictions" / f"{plan.baseline}__{plan.protocol}{variant}.csv"
+    pred_out = pooled_predictions_path(out_dir, plan.baseline, plan.protocol, plan.variant)
     write_csv_atomic(pooled, pred_out)
     estimates = plan.scorer.estimates(frames, n_boot=n_boot, seed=seed)
     if plan.guard_metric:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from harness.audit.real_labels import label_scope_section, prediction_file, real_label_scores
+from harness.audit.real_labels import label_scope_section, real_label_scores
 from harness.errors import HarnessError
+from harness.predictions import pooled_predictions_path
 
 
 def _predictions() -> pd.DataFrame:
@@ -45,7 +46,7 @@ def test_a_sample_missing_from_the_view_is_named():
 
 
 def test_section_reads_the_runner_prediction_files(tmp_path):
-    path = prediction_file(tmp_path, "efficientnet_lite0", "image_level", "survival_class")
+    path = pooled_predictions_path(tmp_path, "efficientnet_lite0", "image_level", "survival_class")
     path.parent.mkdir(parents=True)
     _predictions().to_csv(path, index=False)
     samples = pd.DataFrame({"sample_id": _imputed().index, "imputed": _imputed().to_numpy()})

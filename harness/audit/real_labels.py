@@ -15,13 +15,7 @@ import pandas as pd
 
 from harness.errors import HarnessError
 from harness.metrics import estimate
-from harness.predictions import read_prediction_file
-
-
-def prediction_file(out_dir: Path, baseline: str, protocol: str, variant: str = "") -> Path:
-    """Where the runner writes a (baseline, protocol[, variant]) run's pooled predictions."""
-    suffix = f"__{variant}" if variant else ""
-    return Path(out_dir) / "predictions" / f"{baseline}__{protocol}{suffix}.csv"
+from harness.predictions import pooled_predictions_path, read_prediction_file
 
 
 def real_label_scores(predictions: pd.DataFrame, imputed: pd.Series, metric: str,
@@ -62,7 +56,7 @@ def label_scope_section(out_dir: Path, samples: pd.DataFrame, runs: Iterable[tup
     imputed = samples.set_index("sample_id")["imputed"].astype(bool)
     out = []
     for baseline, protocol in runs:
-        path = prediction_file(out_dir, baseline, protocol, variant)
+        path = pooled_predictions_path(out_dir, baseline, protocol, variant)
         if not path.is_file():
             continue
         frame = read_prediction_file(path, "classification")
