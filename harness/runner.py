@@ -16,7 +16,7 @@ import traceback
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 
@@ -595,26 +595,9 @@ def _task_reports(task: Any, suite: SuiteConfig, opts: RunOptions, data: Prepare
                   result: RunResult, seed: int) -> None:
     """The task's own documents (segmentation: its ablation report), logged to every parent
     this run touched; a failure here is recorded, the results stay."""
-    try:
-        paths = task.write_reports(suite=suite, opts=opts, data=data, manifests=manifests, plans=plans,
-                                   result=result, seed=seed)
-    except Exception as exc:  # noqa: BLE001 - the suite's results are already written
-        result.failures.append(f"task report: {type(exc).__name__}: {exc}")
-        log(f"FAILED task report:\n{traceback.format_exc()}")
-        return
-    result.reports += paths
-    _log_to_parents(tracker, result, paths, "report")
-
-
-def _log_to_parents(tracker: Any, result: RunResult, paths: list[Path], folder: str) -> None:
-    """Log report files to each MLflow parent this run touched (a parent finished earlier
-    and untouched now already holds them)."""
-    if tracker is None:
-        return
-    for run in result.runs:
-        if run["parent_run_id"] and run["parent"].needs_summary:
-            for path in paths:
-                tracker.client.log_artifact(run["parent_run_id"], str(path), folder)
+    _report_step("task report", lambda: task.write_reports(
+        suite=suite, opts=opts, data=data, manifests=manifests, plans=plans, result=result, seed=seed),
+        tracker, result, "report")
 
 
 def _audit_after_suite(suite: SuiteConfig, opts: RunOptions, data: PreparedData,
@@ -623,18 +606,32 @@ def _audit_after_suite(suite: SuiteConfig, opts: RunOptions, data: PreparedData,
     """Every suite run gets the leakage and overfitting reports (and, for progression,
     audit.md); they are logged to each parent MLflow run. A report failure is recorded
     as a failure but never loses the suite's results."""
-    try:
-        paths = (task or ROW_TASK).audit_reports(suite=suite, opts=opts, data=data, manifests=manifests,
-                                                 result=result, seed=seed)
-    except Exception as exc:  # noqa: BLE001 - the suite's results are already written
-        result.failures.append(f"audit reports: {type(exc).__name__}: {exc}")
-        log(f"FAILED audit reports:\n{traceback.format_exc()}")
-        return
-    result.reports += paths
-    _log_to_parents(tracker, result, paths, "reports")
+    paths = _report_step("audit reports", lambda: (task or ROW_TASK).audit_reports(
+        suite=suite, opts=opts, data=data, manifests=manifests, result=result, seed=seed),
+        tracker, result, "reports")
     for path in paths:
         if path.suffix == ".html" or path.name == "audit.md":
             print(f"report: {path}")
+
+
+def _report_step(what: str, write: Callable[[], list[Path]], tracker: Any, result: RunResult,
+                 folder: str) -> list[Path]:
+    """Write reports after the suite's results; a failure is recorded and logged, never
+    raised (the results are already written). The files are logged to each MLflow parent
+    this run touched (one finished earlier and untouched now already holds them)."""
+    try:
+        paths = write()
+    except Exception as exc:  # noqa: BLE001 - the suite's results are already written
+        result.failures.append(f"{what}: {type(exc).__name__}: {exc}")
+        log(f"FAILED {what}:\n{traceback.format_exc()}")
+        return []
+    result.reports += paths
+    if tracker is not None:
+        for run in result.runs:
+            if run["parent_run_id"] and run["parent"].needs_summary:
+                for path in paths:
+                    tracker.client.log_artifact(run["parent_run_id"], str(path), folder)
+    return paths
 
 
 def _explain_after_suite(suite: SuiteConfig, opts: RunOptions, out_dir: Path, result: RunResult) -> None:

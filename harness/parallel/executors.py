@@ -317,4 +317,3 @@ def run_jobs(executor: Executor, fn: JobFn, jobs: Iterable[Any], datasets: Mappi
             break
         handle, result = executor.wait_any(list(in_flight))
         on_result(in_flight.pop(handle), result)
-        raise_if_interrupted()
