@@ -18,19 +18,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from baselines.enhancement_probe import bright_half
 from baselines.registry import Baseline, FitContext, register_baseline
 from harness.tasks import TaskData
 
 
 def peak_ratio(volume: np.ndarray, q: float = 99.95) -> float:
     """High percentile over the brighter half of the volume, divided by that half's median."""
-    v = np.asarray(volume, dtype=np.float32).ravel()
-    if v.size == 0:
-        return float("nan")
-    head = v[v > np.median(v)]
+    head, ref = bright_half(volume)
     if head.size == 0:
         return float("nan")
-    ref = float(np.median(head))
     return float(np.percentile(head, q) / ref) if ref > 0 else float("nan")
 
 

@@ -82,6 +82,23 @@ def test_audit_record_reads_summary_entries_and_flags():
     assert {"claim", "paper", "reported", "paper_protocol", "honest", "trivial", "reproduced", "verdict"} <= set(rec)
 
 
+def _control_summary(control_ci: tuple[float, float], dnl: bool = False) -> dict:
+    return {"results": [
+        {"baseline": "enhancement_probe", "protocol": "patient_kfold", "metric": "accuracy",
+         "mean": sum(control_ci) / 2, "ci95": list(control_ci), "did_not_learn": dnl},
+        {"baseline": "majority", "protocol": "patient_kfold", "metric": "accuracy", "mean": 0.47, "ci95": [0.3, 0.6]},
+    ]}
+
+
+@pytest.mark.parametrize("ci,dnl,beats", [((0.59, 0.87), False, True), ((0.40, 0.70), False, False),
+                                          ((0.59, 0.87), True, None)])
+def test_positive_control_beats_the_trivial_control_only_with_its_ci(ci, dnl, beats):
+    pc = audit_record(GRADING, _control_summary(ci, dnl))["positive_control"]
+    assert pc["baseline"] == "enhancement_probe" and pc["results"][0]["beats_trivial"] is beats
+    assert ("does not beat" in pc["text"]) is (beats is False)
+    assert audit_record(MAE, _control_summary(ci))["positive_control"] is None  # the claim names none
+
+
 def test_claim_list_and_unknown_claim():
     text = format_claims()
     for name in ("capstone-grading-accuracy", "fasihi-dwtdct-accuracy", "progression-mae", "valbuena-grade-f1",
@@ -105,3 +122,6 @@ def test_end_to_end_audit_writes_json_md_html(tiny_rembrandt: Path, tmp_path: Pa
     assert saved["paper_protocol"]["baseline"] == "logreg_dwtdct" and saved["paper_protocol"]["mean"] is not None
     assert [h["protocol"] for h in saved["honest"]] == ["patient_kfold"]
     assert "The rules behind the verdict" in (tmp_path / "a" / "audit.md").read_text()
+    pc = saved["positive_control"]
+    assert pc["baseline"] == "enhancement_probe" and pc["results"][0]["mean"] is not None
+    assert "Positive control" in (tmp_path / "a" / "audit.md").read_text()

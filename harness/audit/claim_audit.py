@@ -64,7 +64,8 @@ def run_claim(claim: Claim, opts: ClaimOptions) -> tuple[dict[str, Any], list[Pa
     out = Path(opts.out or Path("reports") / "audit" / claim.name)
     # A dedicated audit (progression) reads every baseline of its suite; the others need only theirs.
     baselines = opts.baselines or (None if claim.dedicated else
-                                   list(dict.fromkeys([claim.baseline, *claim.trivial_baselines])))
+                                   list(dict.fromkeys([claim.baseline, *claim.trivial_baselines,
+                                                       *([claim.positive_control] if claim.positive_control else [])])))
     protocols = [claim.paper_protocol, *claim.honest_protocols]
     log(f"audit {claim.name}: {claim.suite} suite, {', '.join(baselines or ['its baselines'])} under "
         f"{', '.join(protocols)}")
@@ -176,7 +177,8 @@ def claim_report(claim: Claim, record: dict[str, Any]) -> R.Report:
     s = R.Section("Verdict")
     s.paragraphs = [f"**{record['verdict']}** (reproduced under the paper's protocol: "
                     f"{'n/a' if record['reproduced'] is None else 'yes' if record['reproduced'] else 'no'})",
-                    *record["reasons"], *claim.notes]
+                    *record["reasons"], *claim.notes,
+                    *([record["positive_control"]["text"]] if record.get("positive_control") else [])]
     rep.sections.append(s)
     s = R.Section(f"{claim.metric} under each protocol (95% patient-bootstrap CI)")
     s.tables.append(("results", _rows(record)))
@@ -190,6 +192,14 @@ def claim_report(claim: Claim, record: dict[str, Any]) -> R.Report:
     return rep
 
 
+def _positive_control_cell(record: dict[str, Any]) -> str:
+    pc = record.get("positive_control")
+    if not pc:
+        return ""
+    return "; ".join(f"{pc['baseline']} {h['protocol']} {R.fmt(h['mean'])} {R.fmt(tuple(h['ci95']))}"
+                     + ("" if h["beats_trivial"] else " (not above trivial)") for h in pc["results"])
+
+
 def write_index(records: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     """``index.md`` and ``index.html``: claim -> reported -> paper protocol -> honest -> verdict."""
     rows = []
@@ -199,7 +209,8 @@ def write_index(records: list[dict[str, Any]], out_dir: Path) -> list[Path]:
         rows.append({"claim": r["claim"], "reported": f"{r['reported']['metric']} {r['reported']['value']:g} "
                                                       f"({r['reported']['protocol']})",
                      "paper protocol": f"{p['baseline']} {R.fmt(p['mean'])} {R.fmt(tuple(p['ci95']))}",
-                     "honest": honest, "verdict": r["verdict"], "regenerate": f"`{r.get('regenerate', '')}`"})
+                     "honest": honest, "positive control (honest)": _positive_control_cell(r),
+                     "verdict": r["verdict"], "regenerate": f"`{r.get('regenerate', '')}`"})
     rep = R.Report("Audits of the published claims")
     rep.intro.append("Each claim rerun under the paper's protocol and with patients held out; "
                      "`python -m harness audit all` regenerates this index and every audit below it.")

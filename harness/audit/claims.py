@@ -37,6 +37,10 @@ class Claim:
     #: The paper chose its configuration on the test score: report the suite audit's
     #: selection study (test-set choice against nested patient-level CV) beside the verdict.
     test_selection: bool = False
+    #: An honest model known to read the signal the claim's target leaves in the images: the
+    #: audit runs it under the honest protocols, so a low honest score of the paper's pipeline
+    #: can be told apart from a harness that cannot read the target at all.
+    positive_control: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     def summary_row(self) -> dict[str, str]:
@@ -55,12 +59,12 @@ CLAIMS: dict[str, Claim] = {c.name: c for c in (
           "ResNet-18 slice grader: 84.7% best validation accuracy, random 80/10/10 split over images, REMBRANDT",
           suite="grading", baseline="resnet18_grader", metric="accuracy", reported=0.847,
           paper_protocol="row_random", honest_protocols=("patient_kfold",),
-          trivial_baselines=("majority", "patient_memorizer")),
+          trivial_baselines=("majority", "patient_memorizer"), positive_control="enhancement_probe"),
     Claim("fasihi-dwtdct-accuracy", FASIHI,
           "DWT-DCT features into an LSTM: 86.98% grade accuracy (random split over images)",
           suite="grading", baseline="dwtdct_lstm", metric="accuracy", reported=0.8698,
           paper_protocol="row_random", honest_protocols=("patient_kfold",),
-          trivial_baselines=("majority", "patient_memorizer")),
+          trivial_baselines=("majority", "patient_memorizer"), positive_control="enhancement_probe"),
     Claim("progression-mae", CAPSTONE,
           "BiLSTM on DWT-DCT series vectors regressing MonthDif: MAE 0.02 months, 48/12 row split, "
           "Brain-Tumor-Progression", suite="progression", baseline="cnn_lstm", metric="mae", reported=0.02,
@@ -72,7 +76,7 @@ CLAIMS: dict[str, Claim] = {c.name: c for c in (
           "4 modality images are separate samples), BraTS 2020",
           suite="survival", baseline="efficientnet_lite0", metric="macro_f1", reported=0.97, target="grade",
           paper_protocol="image_level", honest_protocols=("patient_kfold",),
-          trivial_baselines=("majority", "patient_memorizer")),
+          trivial_baselines=("majority", "patient_memorizer"), positive_control="enhancement_probe"),
     Claim("valbuena-survival-accuracy", VALBUENA,
           "Survival class (< 1 year / 1-5 years / > 5 years): 65% accuracy, same split; LGG survival labels "
           "randomly imputed, configuration chosen on the test score",

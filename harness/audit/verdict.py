@@ -139,6 +139,45 @@ def audit_record(claim: Claim, summary: dict[str, Any]) -> dict[str, Any]:
         "verdict": v.verdict,
         "reasons": v.reasons,
         "rules": RULES,
+        "positive_control": positive_control(claim, summary),
         "dataset": summary.get("dataset", {}),
         "seed": summary.get("seed"),
     }
+
+
+def positive_control(claim: Claim, summary: dict[str, Any]) -> dict[str, Any] | None:
+    """The claim's positive control under each honest protocol against the first trivial
+    control: does an honest model read the target from these images at all? (Context for
+    the verdict, not one of its rules.)"""
+    if claim.positive_control is None:
+        return None
+    trivial_name = claim.trivial_baselines[0]
+    rows = []
+    for protocol in claim.honest_protocols:
+        r = results_from_summary(summary, claim, claim.positive_control, protocol)
+        t = results_from_summary(summary, claim, trivial_name, protocol)
+        lo = r.ci95[0] if not claim.lower_is_better else r.ci95[1]
+        beats = None
+        if _ok(lo) and _ok(t.mean) and not r.did_not_learn:
+            beats = float(lo) > float(t.mean) if not claim.lower_is_better else float(lo) < float(t.mean)  # type: ignore[arg-type]
+        rows.append({**r.as_dict(), "trivial": trivial_name, "trivial_mean": t.mean, "beats_trivial": beats})
+    known = [r for r in rows if r["beats_trivial"] is not None]
+    scores = _ci_text([Result(**_result_keys(r)) for r in known])
+    against = ", ".join(f"{float(r['trivial_mean']):.3f}" for r in known)
+    if not known:
+        text = f"The positive control {claim.positive_control} has no result here."
+    elif all(r["beats_trivial"] for r in known):
+        text = (f"Positive control: {claim.positive_control}, an honest model of what the target does to the images, "
+                f"beats {trivial_name} with patients held out ({scores} against {against}): the signal is in these "
+                "images and can be read without leakage, so the paper pipeline's honest score is the pipeline's, "
+                "not the harness's.")
+    else:
+        text = (f"Positive control: {claim.positive_control} does not beat {trivial_name} with patients held out "
+                f"({scores} against {against}): on this cohort no honest model shows the target (expected on a "
+                "--signal none cohort).")
+    return {"baseline": claim.positive_control, "results": rows, "text": text}
+
+
+def _result_keys(row: dict[str, Any]) -> dict[str, Any]:
+    return {"baseline": row["baseline"], "protocol": row["protocol"], "mean": row["mean"],
+            "ci95": tuple(row["ci95"]), "did_not_learn": row["did_not_learn"]}
