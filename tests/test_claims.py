@@ -125,3 +125,32 @@ def test_end_to_end_audit_writes_json_md_html(tiny_rembrandt: Path, tmp_path: Pa
     pc = saved["positive_control"]
     assert pc["baseline"] == "enhancement_probe" and pc["results"][0]["mean"] is not None
     assert "Positive control" in (tmp_path / "a" / "audit.md").read_text()
+
+
+def test_a_regime_names_its_suite_and_an_unknown_one_is_refused():
+    from harness.audit.claim_audit import ClaimOptions, claim_suite, regenerate_command
+    from harness.suite import load_suite
+
+    assert claim_suite(MAE, None) == "progression"
+    suite = load_suite(claim_suite(MAE, "paper"))  # the paper's shape: 6 patients x 2 scans x 5 series
+    assert suite.data["patients"] == 6 and len(suite.task_options["modalities"]) == 5
+    assert suite.task_options["eligibility"] == "all" and suite.protocols["row_random"]["ratios"] == [0.8, 0.0, 0.2]
+    assert "--regime paper" in regenerate_command(MAE, ClaimOptions(regime="paper"))
+    with pytest.raises(HarnessError, match="no regime 'paper'"):
+        claim_suite(GRADING, "paper")
+
+
+@pytest.mark.parametrize("model,memo,mean,head", [
+    (0.30, 0.25, 1.6, "reproduces the mechanism behind"),  # 1.2x the memoriser, 0.19x the mean
+    (0.44, 0.00, 1.7, "only in part"),                    # a memoriser at zero: no ratio, only the mean rule
+    (0.62, 0.22, 1.6, "does not reproduce"),               # 2.8x the memoriser, 0.39x the mean
+])
+def test_progression_mechanism_says_each_criterion(model, memo, mean, head):
+    import numpy as np
+
+    from harness.audit.inflation import Boot
+    from harness.audit.progression_mae import MEAN, MEMORISER, MODEL, PAPER_SPLIT, mechanism
+
+    est = {(b, PAPER_SPLIT): Boot(v, np.full(10, v), 6) for b, v in ((MODEL, model), (MEMORISER, memo), (MEAN, mean))}
+    text = mechanism(est)[0]
+    assert head in text and f"{model:.3f}" in text

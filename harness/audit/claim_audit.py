@@ -20,6 +20,7 @@ from harness.audit import report as R
 from harness.audit.claims import CLAIMS, Claim
 from harness.audit.verdict import RULES, audit_record
 from harness.console import log
+from harness.errors import HarnessError
 from harness.paths import default_cache_dir
 
 
@@ -37,10 +38,24 @@ class ClaimOptions:
     device: str = "cpu"
     progress: bool = True
     baselines: list[str] | None = None
+    #: None: the claim's own suite; else one of ``Claim.regimes`` (e.g. "paper").
+    regime: str | None = None
+
+
+def claim_suite(claim: Claim, regime: str | None) -> str:
+    """The suite that runs the claim in ``regime`` (refused when the claim has no such regime)."""
+    if regime is None:
+        return claim.suite
+    if regime not in claim.regimes:
+        known = ", ".join(claim.regimes) or "none"
+        raise HarnessError(f"claim {claim.name!r} has no regime {regime!r}; its regimes: {known}")
+    return claim.regimes[regime]
 
 
 def regenerate_command(claim: Claim, opts: ClaimOptions) -> str:
     parts = ["python -m harness audit", claim.name]
+    if opts.regime is not None:
+        parts.append(f"--regime {opts.regime}")
     for flag, value in (("--signal", opts.signal), ("--patients", opts.patients), ("--seed", opts.seed)):
         if value is not None:
             parts.append(f"{flag} {value}")
@@ -54,20 +69,20 @@ def run_claim(claim: Claim, opts: ClaimOptions) -> tuple[dict[str, Any], list[Pa
     from harness.runner import RunOptions, run_suite
     from harness.suite import load_suite
 
-    suite = load_suite(claim.suite)
+    suite = load_suite(claim_suite(claim, opts.regime))
     if opts.patients is not None:
         suite.data["patients"] = opts.patients
     if opts.signal is not None:
         suite.data["signal"] = opts.signal
     if claim.target is not None and "targets" in suite.task_options:
         suite.task_options["targets"] = [claim.target]
-    out = Path(opts.out or Path("reports") / "audit" / claim.name)
+    out = Path(opts.out or Path("reports") / "audit" / (claim.name + (f"-{opts.regime}-regime" if opts.regime else "")))
     # A dedicated audit (progression) reads every baseline of its suite; the others need only theirs.
     baselines = opts.baselines or (None if claim.dedicated else
                                    list(dict.fromkeys([claim.baseline, *claim.trivial_baselines,
                                                        *([claim.positive_control] if claim.positive_control else [])])))
     protocols = [claim.paper_protocol, *claim.honest_protocols]
-    log(f"audit {claim.name}: {claim.suite} suite, {', '.join(baselines or ['its baselines'])} under "
+    log(f"audit {claim.name}: {suite.name} suite, {', '.join(baselines or ['its baselines'])} under "
         f"{', '.join(protocols)}")
     result = run_suite(suite, RunOptions(
         data=opts.data, aux_data=opts.aux_data, out=out, tracking_uri=opts.tracking_uri, seed=opts.seed,
@@ -76,6 +91,8 @@ def run_claim(claim: Claim, opts: ClaimOptions) -> tuple[dict[str, Any], list[Pa
     ))
     record = audit_record(claim, result.summary)
     record["regenerate"] = regenerate_command(claim, opts)
+    record["regime"] = opts.regime or "suite"
+    record["suite"] = suite.name
     if claim.real_labels:
         record["label_provenance"] = _real_label_scores(claim, suite, opts, out, protocols,
                                                         int(result.summary.get("seed", 0) or 0))
@@ -206,7 +223,8 @@ def write_index(records: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     for r in records:
         p = r["paper_protocol"]
         honest = "; ".join(f"{h['protocol']} {R.fmt(h['mean'])} {R.fmt(tuple(h['ci95']))}" for h in r["honest"])
-        rows.append({"claim": r["claim"], "reported": f"{r['reported']['metric']} {r['reported']['value']:g} "
+        name = r["claim"] + (f" ({r['regime']} regime)" if r.get("regime", "suite") != "suite" else "")
+        rows.append({"claim": name, "reported": f"{r['reported']['metric']} {r['reported']['value']:g} "
                                                       f"({r['reported']['protocol']})",
                      "paper protocol": f"{p['baseline']} {R.fmt(p['mean'])} {R.fmt(tuple(p['ci95']))}",
                      "honest": honest, "positive control (honest)": _positive_control_cell(r),
@@ -230,4 +248,9 @@ def run_all(opts: ClaimOptions) -> tuple[list[dict[str, Any]], list[Path]]:
         record, written = run_claim(claim, ClaimOptions(**{**opts.__dict__, "out": root / claim.name}))
         records.append(record)
         paths += written
+        for regime in claim.regimes:
+            record, written = run_claim(claim, ClaimOptions(**{**opts.__dict__, "regime": regime,
+                                                               "out": root / claim.name / f"{regime}-regime"}))
+            records.append(record)
+            paths += written
     return records, paths + write_index(records, root)

@@ -41,6 +41,9 @@ class Claim:
     #: audit runs it under the honest protocols, so a low honest score of the paper's pipeline
     #: can be told apart from a harness that cannot read the target at all.
     positive_control: str | None = None
+    #: Other suites that run the same claim on data of another shape, by regime name
+    #: (``audit CLAIM --regime NAME``): e.g. the paper's own eligible-patient count and rows.
+    regimes: dict[str, str] = field(default_factory=dict)
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     def summary_row(self) -> dict[str, str]:
@@ -70,7 +73,7 @@ CLAIMS: dict[str, Claim] = {c.name: c for c in (
           "Brain-Tumor-Progression", suite="progression", baseline="cnn_lstm", metric="mae", reported=0.02,
           paper_protocol="row_random", honest_protocols=("leave_one_patient_out", "patient_kfold"),
           trivial_baselines=("mean", "patient_memorizer"), lower_is_better=True,
-          dedicated="audit progression-mae"),
+          dedicated="audit progression-mae", regimes={"paper": "progression-paper"}),
     Claim("valbuena-grade-f1", VALBUENA,
           "Transfer backbones: grade (HGG/LGG) F1 0.97 (accuracy 97%), 80/20 split over images (a patient's "
           "4 modality images are separate samples), BraTS 2020",
@@ -103,4 +106,5 @@ def format_claims() -> str:
     lines = ["  ".join(c.ljust(width[c]) for c in cols)]
     lines += ["  ".join(r[c].ljust(width[c]) for c in cols) for r in rows]
     lines += ["", *(f"{c.name}: {c.statement}" for c in CLAIMS.values())]
+    lines += [f"{c.name} --regime {r}: runs suite {s!r}" for c in CLAIMS.values() for r, s in c.regimes.items()]
     return "\n".join(lines)

@@ -30,6 +30,8 @@ def add_commands(subparsers, common_parent) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--baselines", help="comma-separated (default: the claim's baseline and trivial controls)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI ('none' disables)")
+    p.add_argument("--regime", help="run the claim on data of another shape, e.g. 'paper' for progression-mae: "
+                                    "the paper's 6 eligible patients x 10 rows (default: the claim's suite)")
     p.add_argument("--profile", choices=("quick", "paper"), default="quick")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_audit)
@@ -46,9 +48,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
     opts = ClaimOptions(
         data=args.data, aux_data=args.aux_data, signal=args.signal, patients=args.patients, seed=args.seed,
         profile=args.profile, out=args.out, tracking_uri=args.tracking_uri, cache_dir=args.cache_dir,
-        device=args.device, progress=not args.no_progress,
+        device=args.device, progress=not args.no_progress, regime=args.regime,
         baselines=[b.strip() for b in args.baselines.split(",")] if args.baselines else None)
     if args.claim == "all":
+        if args.regime is not None:
+            raise HarnessError("audit all runs every claim in each of its regimes; --regime belongs to one claim")
         if args.data is not None:
             raise HarnessError("audit all runs several suites on their own cohorts; --data belongs to one claim")
         records, paths = run_all(opts)

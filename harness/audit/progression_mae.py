@@ -16,6 +16,8 @@ from typing import Any
 import pandas as pd
 
 from harness.audit import report as R
+from harness.audit.claims import CLAIMS
+from harness.audit.verdict import RULES, audit_record
 from harness.audit.inflation import beats, bootstrap, difference
 
 #: The paper's reported test MAE in months (capstone, section 10, "LSTM Results").
@@ -86,12 +88,12 @@ def verdict(numbers: dict[str, Any]) -> list[str]:
     mean_held = ", ".join(f"{_ci(est[(MEAN, p)])} ({p})" for p in honest if (MEAN, p) in est)
     if not model_beats:
         lines.append(
-            f"**The 0.02-month MAE does not survive honest evaluation.** With whole patients held out, "
-            f"the {MODEL} MAE is {held} months: no better than predicting the training mean "
+            f"**With whole patients held out, {MODEL} shows no skill.** Its "
+            f"MAE is {held} months: no better than predicting the training mean "
             f"({mean_held}) beyond the uncertainty of the paired comparison.")
     elif len(model_beats) == len(honest):
         lines.append(
-            f"**The model has some real skill, but the 0.02-month MAE is not it.** With whole patients held out, "
+            f"**{MODEL} has some real skill, but the 0.02-month MAE is not it.** With whole patients held out, "
             f"the {MODEL} MAE is {held} months, better than the mean predictor ({mean_held}), yet far from "
             f"{PAPER_MAE_MONTHS} months.")
     else:
@@ -110,6 +112,8 @@ def verdict(numbers: dict[str, Any]) -> list[str]:
             f"do nothing but recognise a patient and copy its training target, reaches {_ci(mem_row)} on that split "
             f"and {mem_held} with patients held out: the row split rewards recognising patients, not predicting "
             f"progression.")
+    if not mem_bad:
+        lines += mechanism(est)
     ctl_bad = _not_learned(numbers, HONEST_CONTROL, tuple(honest))
     if ctl_bad:
         lines.append(f"No positive-control comparison: {HONEST_CONTROL} did not learn ({'; '.join(ctl_bad)}).")
@@ -121,6 +125,45 @@ def verdict(numbers: dict[str, Any]) -> list[str]:
                "so the harness can see real signal when the images carry it."
                if ok else "does not beat the mean predictor here either; on this cohort no honest model shows signal."))
     return lines
+
+
+def mechanism(est: dict) -> list[str]:
+    """Does the paper's split let the model reach a memoriser's MAE (the audit's rule 2: at
+    most 1.25x the memoriser's and 0.3x the mean predictor's)? Each criterion is said apart,
+    as a memoriser at exactly zero makes the first one unreachable for any learner."""
+    keys = [(MODEL, PAPER_SPLIT), (MEMORISER, PAPER_SPLIT), (MEAN, PAPER_SPLIT)]
+    if not all(k in est for k in keys):
+        return []
+    model, memo, mean = (float(est[k].point) for k in keys)
+    vs_memo = model <= 1.25 * memo
+    vs_mean = model <= 0.3 * mean
+    ratio_memo = f"{model / memo:.2f}x the memoriser's {memo:.3f}" if memo > 0 else \
+        f"against the memoriser's {memo:.3f} (no ratio to zero)"
+    head = ("The harness reproduces the mechanism behind the 0.02 months" if vs_memo and vs_mean else
+            "The harness reproduces the mechanism only in part" if vs_mean else
+            "The harness does not reproduce the mechanism behind the 0.02 months")
+    return [f"**Mechanism.** {head}: on the paper's split {MODEL} reaches {model:.3f} months, "
+            f"{ratio_memo} (needs <= 1.25x: {'yes' if vs_memo else 'no'}) and "
+            f"{model / mean:.2f}x the mean predictor's {mean:.3f} (needs <= 0.3x: {'yes' if vs_mean else 'no'}). "
+            f"Recognising the patient is what scores on this split: the memoriser, which does nothing else, "
+            f"reaches {memo:.3f}."]
+
+
+def rule_verdict(summary: dict) -> str:
+    """The verdict by the audit rules (the one ``audit.json`` carries), from the run's summary."""
+    record = audit_record(CLAIMS["progression-mae"], summary)
+    rep = {None: "n/a", True: "yes", False: "no"}[record["reproduced"]]
+    return (f"**Verdict by the rules below: {record['verdict']}** (reproduced under the paper's split: {rep}). "
+            + "; ".join(record["reasons"]) + ".")
+
+
+def regenerate_command(suite_name: str) -> str:
+    """The audit command that reruns this suite's audit (the claim's regime, if not its default)."""
+    for regime, name in CLAIMS["progression-mae"].regimes.items():
+        if name == suite_name:
+            return f"{REGENERATE} --regime {regime}".replace("reports/reference/progression-mae",
+                                                               f"reports/reference/progression-mae/{regime}-regime")
+    return REGENERATE
 
 
 def write_audit(out_dir: Path, summary: dict, audit: Any, *, suite: Any, data: Any, seed: int) -> list[Path]:
@@ -159,10 +202,10 @@ def write_audit(out_dir: Path, summary: dict, audit: Any, *, suite: Any, data: A
         f"{_num_text(tags.get('grader_val_accuracy_best'))} against {tags.get('grader_val_majority', 'n/a')} "
         f"for always answering the commonest grade (pseudo-grades mean something only well above it). "
         f"Stage 3: {tags.get('eligibility_outcome', 'n/a')}.",
-        f"Regenerate: `{REGENERATE}` (add `--data PATH` for a real Brain-Tumor-Progression download).",
+        f"Regenerate: `{regenerate_command(suite.name)}` (add `--data PATH` for a real Brain-Tumor-Progression download).",
     ]
     s = R.Section("Verdict")
-    s.paragraphs = verdict(numbers)
+    s.paragraphs = [rule_verdict(summary), *verdict(numbers)]
     rep.sections.append(s)
     s = R.Section("MAE under each split (95% patient-bootstrap CI)")
     s.paragraphs.append(
@@ -189,6 +232,9 @@ def write_audit(out_dir: Path, summary: dict, audit: Any, *, suite: Any, data: A
         s.paragraphs.append(f"Label permutation under {r.protocol}: surrogate MAE {r.observed:.2f} vs "
                             f"{r.null_mean:.2f} with shuffled patient targets, p = {r.p_value:.3f}.")
     s.paragraphs.append("Full checks: reports/leakage.html and reports/overfitting.html in this folder.")
+    rep.sections.append(s)
+    s = R.Section("The rules behind the verdict")
+    s.paragraphs = list(RULES)
     rep.sections.append(s)
     md = Path(out_dir) / "audit.md"
     paths = rep.write(Path(out_dir), "audit")
