@@ -3,17 +3,27 @@
 Why it exists: when the published networks score at chance with patients held out, a
 user must be able to tell "the paper's number was leakage" from "the harness cannot read
 the grade". This control reads what the grade does to the images, the way a radiologist
-would: enhancement (a bright rim on T1post from grade III, a ring round a necrotic core in
-grade IV) and a sharper, brighter hyperintensity on FLAIR/T2. If it recovers the grade with
-whole patients held out, the signal is there and a network that misses it is the network's
-failing, not the data's; on a cohort without signal it must stay at chance.
+would: contrast enhancement (T1post brighter than T1, from grade III; a ring round a
+necrotic core in grade IV) and how bright and wide the FLAIR hyperintensity is. If it
+recovers the grade with whole patients held out, the signal is there and a network that
+misses it is the network's failing, not the data's; on a cohort without signal it must
+stay at chance.
 
 Features are per patient and come only from that patient's own images in the set being
-fitted or predicted: for every modality, the bright half of the patient's voxels (its
-slices, or its volume), its upper percentiles relative to its median and the share of it
-above fixed multiples of that median. A multinomial logistic regression (balanced classes,
-standardised features) maps them to the grade; every sample of a patient gets the
-patient's prediction. Missing modalities get the training mean.
+fitted or predicted (its slices, or its volumes), smoothed in-plane so that single noisy
+voxels do not count: the enhancement map T1post/T1 (each over its head median; only where
+the two series share a grid, as co-registered series do), its upper percentile and the
+share of the head above a ratio; and the sharpness of the FLAIR lesion's border (a high
+percentile of the gradient magnitude inside it), which separates a diffuse grade II from
+a compact grade III. A multinomial logistic regression (balanced classes, standardised
+features) maps the three to the grade; every sample of a patient gets the patient's
+prediction. A missing feature (no T1, series on different grids, no lesion) gets the
+training mean.
+
+Measured with patient 5-fold CV on 40-patient cohorts (docs/learning.md): patient balanced
+accuracy 0.61 to 0.91 where the images carry the grade (seeds 0 to 4; seed 4 was held out
+while the features were chosen), 0.09 to 0.48 with every CI reaching chance where they do
+not (seeds 0 to 3; chance 0.33).
 """
 
 from __future__ import annotations
@@ -34,46 +44,94 @@ def bright_half(values: np.ndarray) -> tuple[np.ndarray, float]:
     return head, (float(np.median(head)) if head.size else float("nan"))
 
 
-def tail_features(values: np.ndarray, quantiles: list[float], thresholds: list[float]) -> dict[str, float]:
-    """Upper percentiles of the bright half over its median, and the log share above k x median."""
-    head, ref = bright_half(values)
-    if head.size == 0 or not ref > 0:
-        return {}
-    feats = {f"p{q:g}": float(np.percentile(head, q) / ref) for q in quantiles}
-    feats.update({f"above{t:g}": float(np.log1p(1e4 * np.mean(head > t * ref))) for t in thresholds})
-    return feats
+def _slices(data: TaskData, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The patient's first series of one modality: its chosen slices and their indices
+    (a sample whose ``slice_index`` is -1 is the whole volume)."""
+    image_id = str(rows["image_id"].iloc[0])
+    volume = np.asarray(data.volumes[image_id], dtype=np.float32)
+    if volume.ndim == 2:
+        volume = volume[None]
+    picked = rows.loc[rows["image_id"].astype(str) == image_id, "slice_index"].to_numpy(dtype=int) \
+        if "slice_index" in rows else np.empty(0, dtype=int)
+    z = np.unique(picked) if picked.size and (picked >= 0).all() else np.arange(volume.shape[0])
+    return volume[z], z
+
+
+def _smoothed(image: np.ndarray, size: int) -> np.ndarray:
+    from scipy.ndimage import uniform_filter
+
+    return uniform_filter(image, size=(1, size, size)) if size > 1 else image
+
+
+def tail_features(ratio: np.ndarray, head: np.ndarray, quantile: float, above: float) -> tuple[float, float]:
+    """Upper percentile of a ratio map over the head, and the log share of the head above ``above``."""
+    values = ratio[head]
+    if values.size == 0:
+        return float("nan"), float("nan")
+    return float(np.percentile(values, quantile)), float(np.log1p(1e4 * np.mean(values > above)))
+
+
+def over_head_median(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The image over the median of its bright half, and that half (the head, not the air)."""
+    head, ref = bright_half(image)
+    mask = image > np.median(image)
+    return (image / ref if ref > 0 else np.full_like(image, np.nan)), mask
+
+
+def border_sharpness(image: np.ndarray, head: np.ndarray, above: float, quantile: float,
+                     min_voxels: int = 20) -> float:
+    """A high percentile of the in-plane gradient magnitude inside the hyperintense lesion
+    (``image`` > ``above``): a compact, fast-growing tumour has a sharp border, a diffuse
+    one a wide faint halo (the front width of a growing glioma scales with sqrt(D/rho))."""
+    from scipy.ndimage import sobel
+
+    lesion = head & (image > above)
+    if lesion.sum() < min_voxels:
+        return float("nan")
+    gradient = np.hypot(sobel(image, axis=1), sobel(image, axis=2))
+    return float(np.percentile(gradient[lesion], quantile))
 
 
 @register_baseline
 class EnhancementProbe(Baseline):
-    """Logistic regression of the grade on per-patient intensity-tail features."""
+    """Logistic regression of the grade on per-patient enhancement and hyperintensity."""
 
     name = "enhancement_probe"
     tasks = frozenset({"grading", "survival"})
     target_kinds = frozenset({"classification"})
     profiles = {
-        "quick": {"quantiles": [99.0, 99.9, 99.99], "thresholds": [1.3, 1.6, 2.0], "C": 1.0},
-        "paper": {"quantiles": [99.0, 99.9, 99.99], "thresholds": [1.3, 1.6, 2.0], "C": 1.0},
+        "quick": {"post": "T1post", "pre": "T1", "hyperintense": "FLAIR", "smooth": 3, "quantile": 99.9,
+                  "enhancing_ratio": 1.6, "hyperintense_ratio": 1.3, "border_quantile": 90.0, "C": 1.0},
+        "paper": {"post": "T1post", "pre": "T1", "hyperintense": "FLAIR", "smooth": 3, "quantile": 99.9,
+                  "enhancing_ratio": 1.6, "hyperintense_ratio": 1.3, "border_quantile": 90.0, "C": 1.0},
     }
 
+    def _one_patient(self, data: TaskData, rows: pd.DataFrame) -> dict[str, float]:
+        p = self.params
+        size, q = int(p["smooth"]), float(p["quantile"])
+        by_mod = {str(m): r for m, r in rows.groupby("modality", sort=False)}
+        feats = dict.fromkeys(("enhancement_peak", "enhancing_share", "border_sharpness"), float("nan"))
+        if p["post"] in by_mod and p["pre"] in by_mod:
+            (post, zp), (pre, zq) = _slices(data, by_mod[p["post"]]), _slices(data, by_mod[p["pre"]])
+            common = np.intersect1d(zp, zq)
+            if post.shape[1:] == pre.shape[1:] and common.size:
+                post, pre = post[np.isin(zp, common)], pre[np.isin(zq, common)]
+                post_n, post_head = over_head_median(post)
+                pre_n, pre_head = over_head_median(pre)
+                ratio = _smoothed(post_n / np.maximum(pre_n, 0.05), size)
+                feats["enhancement_peak"], feats["enhancing_share"] = tail_features(
+                    ratio, post_head & pre_head, q, float(p["enhancing_ratio"]))
+        if p["hyperintense"] in by_mod:
+            image, _ = _slices(data, by_mod[p["hyperintense"]])
+            norm, head = over_head_median(image)
+            feats["border_sharpness"] = border_sharpness(_smoothed(norm, size), head, float(p["hyperintense_ratio"]),
+                                                         float(p["border_quantile"]))
+        return feats
+
     def _patient_features(self, data: TaskData) -> pd.DataFrame:
-        quantiles = [float(q) for q in self.params["quantiles"]]
-        thresholds = [float(t) for t in self.params["thresholds"]]
-        samples = data.samples
-        table: dict[str, dict[str, float]] = {}
-        for (patient, modality), rows in samples.groupby(["patient_id", "modality"], sort=True):
-            parts = []
-            for image_id, image_rows in rows.groupby("image_id", sort=True):
-                volume = np.asarray(data.volumes[str(image_id)])
-                slices = image_rows["slice_index"].to_numpy(dtype=int) if "slice_index" in image_rows \
-                    else np.empty(0, dtype=int)
-                if volume.ndim == 3 and slices.size and (slices >= 0).all():  # -1: the sample is the volume
-                    volume = volume[np.unique(slices)]
-                parts.append(volume.ravel())
-            feats = tail_features(np.concatenate(parts), quantiles, thresholds)
-            table.setdefault(str(patient), {}).update({f"{modality}_{k}": v for k, v in feats.items()})
-        patients = sorted(samples["patient_id"].astype(str).unique())
-        return pd.DataFrame.from_dict(table, orient="index").reindex(index=patients)
+        table = {str(patient): self._one_patient(data, rows)
+                 for patient, rows in data.samples.groupby("patient_id", sort=True)}
+        return pd.DataFrame.from_dict(table, orient="index").astype(float)
 
     def fit(self, train: TaskData, val: TaskData | None, ctx: FitContext) -> "EnhancementProbe":
         from sklearn.linear_model import LogisticRegression

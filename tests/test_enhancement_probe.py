@@ -11,7 +11,7 @@ from sklearn.metrics import balanced_accuracy_score
 from sklearn.model_selection import StratifiedGroupKFold
 
 from baselines import FitContext, create_baseline
-from baselines.enhancement_probe import tail_features
+from baselines.enhancement_probe import over_head_median, tail_features
 from harness.runner import RunOptions, prepare_data
 from harness.suite import parse_suite
 from harness.tasks import TaskData
@@ -55,10 +55,13 @@ def test_probe_recovers_the_grade_only_where_the_images_carry_it(tmp_path, signa
 
 def test_tail_features_see_a_bright_spot_and_ignore_the_air() -> None:
     rng = np.random.default_rng(0)
-    head = np.concatenate([np.zeros(5000), rng.normal(100, 5, 5000)]).astype(np.float32)
-    spot = head.copy()
+    image = np.concatenate([np.zeros(5000), rng.normal(100, 5, 5000)]).astype(np.float32)
+    spot = image.copy()
     spot[-100:] = 250.0
-    plain, bright = (tail_features(v, [99.9], [1.6]) for v in (head, spot))
-    assert bright["p99.9"] > 2.0 > plain["p99.9"] > 1.0
-    assert bright["above1.6"] > plain["above1.6"] == 0.0
-    assert tail_features(np.zeros(10), [99.0], [1.3]) == {}
+    (plain, plain_head), (bright, bright_head) = (over_head_median(v) for v in (image, spot))
+    assert not plain_head[:5000].any() and plain_head[5000:].mean() > 0.45  # the air is not the head
+    plain_peak, plain_share = tail_features(plain, plain_head, 99.9, 1.6)
+    bright_peak, bright_share = tail_features(bright, bright_head, 99.9, 1.6)
+    assert bright_peak > 2.0 > plain_peak > 1.0
+    assert bright_share > plain_share == 0.0
+    assert np.isnan(tail_features(plain, np.zeros_like(plain_head), 99.0, 1.3)[0])
