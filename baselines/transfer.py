@@ -29,6 +29,7 @@ from baselines.torch_inputs import (
     ImageNetInput, class_weights, label_codes, slice_tensor, subsample, three_cuts, unit_resize, weights_file,
 )
 from baselines.torch_loop import LoopConfig, accuracy_metric, fit_model, make_loader, predict_batches, seed_everything
+from harness.errors import HarnessError
 from harness.features.embeddings import EmbeddingCache
 from harness.tasks import TaskData
 
@@ -221,6 +222,13 @@ class TimmTransfer(Baseline):
         out = [self._images(data, rows.iloc[start:start + 256]) for start in range(0, len(rows), 256)]
         return torch.cat(out)
 
+    def embed(self, data: TaskData) -> np.ndarray:
+        """The frozen backbone's pooled features of ``data``'s samples (through the embedding
+        cache), unscaled: what an audit needs to compare backbones without training a head."""
+        if not self.frozen_:
+            raise HarnessError(f"{self.name}: embed() needs a frozen backbone (freeze_backbone = true)")
+        return self._inputs(data, data.samples, scaled=False).numpy()
+
     def predict(self, data: TaskData) -> np.ndarray:
         if len(data) == 0:
             return np.array([], dtype=object)
@@ -246,8 +254,6 @@ class TimmTransfer(Baseline):
         from harness.explain.adapters import (
             ExplainAdapter, FixedTabular, PerModality, resize_masks, without_inplace,
         )
-        from harness.errors import HarnessError
-
         if dims not in self.explain_inputs:
             raise HarnessError(f"{self.name}: explain takes 2D slices or 3D volumes, not {dims}D")
         size = int(self.params["image_size"])

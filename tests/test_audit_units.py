@@ -76,6 +76,26 @@ def test_selection_on_test_set_is_optimistic_and_scope_is_reported():
     assert list(scope.columns) == ["protocol", "metric", "fit_on_train", "fit_on_all", "effect"]
 
 
+def test_selection_over_named_feature_sets_picks_among_them_and_keeps_the_name():
+    """A grid of backbones: the set that carries the target wins the test-set choice, and
+    the result (and its cached form) names it."""
+    from harness.audit.cache import selection_decode, selection_encode
+
+    rng = np.random.default_rng(0)
+    pids = np.repeat(np.arange(20), 4).astype(str)
+    y = np.repeat(rng.integers(0, 2, 20), 4).astype(str)
+    signal = np.c_[(y == "1") * 2.0 + rng.normal(0, 1, len(y)), rng.normal(0, 1, (len(y), 3))]
+    noise = rng.normal(0, 1, (len(y), 4))
+    res = selection_study({"noise": noise, "signal": signal}, y, pids, metric="accuracy", regression=False,
+                          repeats=2, outer=4)
+    assert len(res.grid) == 2 * 6 * 5 and set(res.grid["features"]) == {"noise", "signal"}
+    assert res.selected["features"] == "signal" and res.nested_score > 0.6
+    back = selection_decode(selection_encode(res))
+    assert back.selected == res.selected and back.nested_score == res.nested_score
+    single = selection_study(signal, y, pids, metric="accuracy", regression=False, repeats=2, outer=4)
+    assert "features" not in single.grid and "features" not in single.selected  # one set: the grid as before
+
+
 def test_provenance_flags_single_class_pseudo_labels_imputation_and_sibling_labels():
     from harness.tasks import TaskData
 

@@ -130,3 +130,7 @@ def test_survival_claim_audit_scores_real_labels_apart(tiny_brats, tmp_path):
     study = record["test_set_selection"]
     assert study["optimism"] == pytest.approx(study["selected_score"] - study["nested_score"])
     assert "Test-set selection" in md
+    grid = record["test_set_selection_backbones"]  # the paper's kind of grid: real ImageNet backbones
+    assert grid["backbones"] and grid["selected"]["features"] in grid["backbones"]
+    assert grid["optimism"] == pytest.approx(grid["selected_score"] - grid["nested_score"])
+    assert "Test-set selection over backbones" in md

@@ -188,7 +188,8 @@ def selection_decode(d: dict) -> Any:
     from harness.audit.selection import SelectionResult
 
     return SelectionResult(str(d["metric"]), frame_decode(d["grid"]),
-                           {k: float(v) for k, v in d["selected"].items()}, float(d["selected_score"]),
+                           {k: v if isinstance(v, str) else float(v) for k, v in d["selected"].items()},
+                           float(d["selected_score"]),
                            float(d["nested_score"]), [float(v) for v in d["nested_folds"]])
 
 

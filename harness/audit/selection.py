@@ -10,6 +10,7 @@ rows (test included) instead of training rows only does to a score.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,29 +71,38 @@ class SelectionResult:
         return -d if self.metric in LOWER_IS_BETTER else d
 
 
-def selection_study(x: np.ndarray, y: np.ndarray, pids: np.ndarray, *, metric: str, regression: bool,
-                    classes: list | None = None, repeats: int = 5, outer: int = 5, seed: int = 0,
+def selection_study(x: np.ndarray | Mapping[str, np.ndarray], y: np.ndarray, pids: np.ndarray, *, metric: str,
+                    regression: bool, classes: list | None = None, repeats: int = 5, outer: int = 5, seed: int = 0,
                     n_jobs: int = 1) -> SelectionResult:
     """The paper's procedure (configuration and split ratio picked by mean test score over
     ``repeats`` random patient splits) against nested patient-level CV over the same grid.
 
-    ``n_jobs`` processes share the refits; the splits are drawn first, so the result
-    does not depend on it."""
+    ``x`` is one feature matrix (the grid is ridge penalty x train share) or several by
+    name, e.g. one per backbone (the grid adds the name: ``features``). ``n_jobs``
+    processes share the refits; the splits are drawn first, so the result does not
+    depend on it."""
     from joblib import Parallel, delayed
     from sklearn.model_selection import GroupKFold
 
-    def scores(fits: list[tuple[np.ndarray, np.ndarray, float]]) -> list[float]:
+    sets = dict(x) if isinstance(x, Mapping) else {"": x}
+    configs = [(name, alpha) for name in sets for alpha in ALPHAS]
+
+    def scores(fits: list[tuple[np.ndarray, np.ndarray, tuple[str, float]]]) -> list[float]:
         return Parallel(n_jobs=max(1, n_jobs))(
-            delayed(_score)(x, y, tr, te, alpha, regression, metric, classes) for tr, te, alpha in fits)
+            delayed(_score)(sets[c[0]], y, tr, te, c[1], regression, metric, classes) for tr, te, c in fits)
+
+    def describe(config: tuple[str, float]) -> dict[str, Any]:
+        return ({"features": config[0]} if config[0] else {}) | {"alpha": config[1]}
 
     pids = np.asarray(pids).astype(str)
+    n_rows = len(y)
     grid_fits, rows = [], []
     for share in TRAIN_SHARES:
         rng = np.random.default_rng(seed)
         splits = [_patient_split(pids, share, rng) for _ in range(repeats)]
-        for alpha in ALPHAS:
-            rows.append({"train_share": share, "alpha": alpha})
-            grid_fits += [(tr, te, alpha) for tr, te in splits]
+        for config in configs:
+            rows.append({"train_share": share, **describe(config)})
+            grid_fits += [(tr, te, config) for tr, te in splits]
     grid_scores = scores(grid_fits)
     for i, row in enumerate(rows):
         row["test_score"] = float(np.mean(grid_scores[i * repeats:(i + 1) * repeats]))
@@ -102,24 +112,26 @@ def selection_study(x: np.ndarray, y: np.ndarray, pids: np.ndarray, *, metric: s
     n_pat = len(set(pids))
     k_out = int(min(outer, n_pat))
     outer_folds, inner_fits, n_inner = [], [], []
-    for tr, te in GroupKFold(n_splits=k_out).split(x, y, pids):
+    for tr, te in GroupKFold(n_splits=k_out).split(np.zeros(n_rows), y, pids):
         k_in = int(min(outer, len(set(pids[tr]))))
         inner = list(GroupKFold(n_splits=max(k_in, 2)).split(tr, groups=pids[tr]))
         outer_folds.append((tr, te))
         n_inner.append(len(inner))
-        inner_fits += [(tr[a], tr[b], alpha) for alpha in ALPHAS for a, b in inner]
+        inner_fits += [(tr[a], tr[b], config) for config in configs for a, b in inner]
     inner_scores = iter(scores(inner_fits))
     final_fits = []
     for (tr, te), k in zip(outer_folds, n_inner):
-        best_a, best_s = ALPHAS[0], None
-        for alpha in ALPHAS:
+        best_c, best_s = configs[0], None
+        for config in configs:
             s = float(np.mean([next(inner_scores) for _ in range(k)]))
             if best_s is None or _better(s, best_s, metric):
-                best_a, best_s = alpha, s
-        final_fits.append((tr, te, best_a))
+                best_c, best_s = config, s
+        final_fits.append((tr, te, best_c))
     nested = scores(final_fits)
-    return SelectionResult(metric, grid, {"train_share": float(best["train_share"]), "alpha": float(best["alpha"])},
-                           float(best["test_score"]), float(np.mean(nested)), nested)
+    selected: dict[str, Any] = {"train_share": float(best["train_share"]), "alpha": float(best["alpha"])}
+    if "features" in grid:
+        selected["features"] = str(best["features"])
+    return SelectionResult(metric, grid, selected, float(best["test_score"]), float(np.mean(nested)), nested)
 
 
 def preprocessing_scope(x: np.ndarray, y: np.ndarray, index: pd.Index, manifests: dict, *, metric: str,
