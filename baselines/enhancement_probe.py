@@ -9,9 +9,14 @@ recovers the grade with whole patients held out, the signal is there and a netwo
 misses it is the network's failing, not the data's; on a cohort without signal it must
 stay at chance.
 
-Features are per patient and come only from that patient's own images in the set being
-fitted or predicted (its slices, or its volumes), smoothed in-plane so that single noisy
-voxels do not count: the enhancement map T1post/T1 (each over its head median; only where
+Features are per patient and come only from that patient's own series (their head
+slices, as the grading task selects them, or the volumes), smoothed in-plane so that
+single noisy voxels do not count. Whole series rather than only the samples in the set: a
+series-level reading is what a radiologist does, and it makes the probe's score on a
+subsample of a patient's slices (the guard's training check, a row split's test fold) the
+patient's. Under a patient-level split every series of a patient is on one side, so this
+is honest; under a row split the probe, like every model there, sees pixels of the
+patient's test slices while it trains. The features: the enhancement map T1post/T1 (each over its head median; only where
 the two series share a grid, as co-registered series do), its upper percentile and the
 share of the head above a ratio; and the sharpness of the FLAIR lesion's border (a high
 percentile of the gradient magnitude inside it), which separates a diffuse grade II from
@@ -33,6 +38,7 @@ import pandas as pd
 
 from baselines.registry import Baseline, FitContext, register_baseline
 from harness.tasks import TaskData
+from harness.tasks.base import foreground_fraction
 
 
 def bright_half(values: np.ndarray) -> tuple[np.ndarray, float]:
@@ -44,16 +50,22 @@ def bright_half(values: np.ndarray) -> tuple[np.ndarray, float]:
     return head, (float(np.median(head)) if head.size else float("nan"))
 
 
-def _slices(data: TaskData, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """The patient's first series of one modality: its chosen slices and their indices
-    (a sample whose ``slice_index`` is -1 is the whole volume)."""
+def _slices(data: TaskData, rows: pd.DataFrame, whole_series: bool, min_foreground: float
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """The patient's first series of one modality and the slice indices read from it: its
+    head slices (``whole_series``) or only the samples' own slices (a sample whose
+    ``slice_index`` is -1 is the whole volume)."""
     image_id = str(rows["image_id"].iloc[0])
     volume = np.asarray(data.volumes[image_id], dtype=np.float32)
     if volume.ndim == 2:
         volume = volume[None]
     picked = rows.loc[rows["image_id"].astype(str) == image_id, "slice_index"].to_numpy(dtype=int) \
         if "slice_index" in rows else np.empty(0, dtype=int)
-    z = np.unique(picked) if picked.size and (picked >= 0).all() else np.arange(volume.shape[0])
+    if whole_series or not picked.size or (picked < 0).any():
+        z = np.flatnonzero(foreground_fraction(volume) >= min_foreground)
+        z = z if z.size else np.arange(volume.shape[0])
+    else:
+        z = np.unique(picked)
     return volume[z], z
 
 
@@ -101,18 +113,22 @@ class EnhancementProbe(Baseline):
     target_kinds = frozenset({"classification"})
     profiles = {
         "quick": {"post": "T1post", "pre": "T1", "hyperintense": "FLAIR", "smooth": 3, "quantile": 99.9,
-                  "enhancing_ratio": 1.6, "hyperintense_ratio": 1.3, "border_quantile": 90.0, "C": 1.0},
+                  "enhancing_ratio": 1.6, "hyperintense_ratio": 1.3, "border_quantile": 90.0, "C": 1.0,
+                  "whole_series": True, "min_foreground": 0.15},
         "paper": {"post": "T1post", "pre": "T1", "hyperintense": "FLAIR", "smooth": 3, "quantile": 99.9,
-                  "enhancing_ratio": 1.6, "hyperintense_ratio": 1.3, "border_quantile": 90.0, "C": 1.0},
+                  "enhancing_ratio": 1.6, "hyperintense_ratio": 1.3, "border_quantile": 90.0, "C": 1.0,
+                  "whole_series": True, "min_foreground": 0.15},
     }
 
     def _one_patient(self, data: TaskData, rows: pd.DataFrame) -> dict[str, float]:
         p = self.params
         size, q = int(p["smooth"]), float(p["quantile"])
+        whole, min_fg = bool(p["whole_series"]), float(p["min_foreground"])
         by_mod = {str(m): r for m, r in rows.groupby("modality", sort=False)}
         feats = dict.fromkeys(("enhancement_peak", "enhancing_share", "border_sharpness"), float("nan"))
         if p["post"] in by_mod and p["pre"] in by_mod:
-            (post, zp), (pre, zq) = _slices(data, by_mod[p["post"]]), _slices(data, by_mod[p["pre"]])
+            (post, zp), (pre, zq) = _slices(data, by_mod[p["post"]], whole, min_fg), \
+                _slices(data, by_mod[p["pre"]], whole, min_fg)
             common = np.intersect1d(zp, zq)
             if post.shape[1:] == pre.shape[1:] and common.size:
                 post, pre = post[np.isin(zp, common)], pre[np.isin(zq, common)]
@@ -122,7 +138,7 @@ class EnhancementProbe(Baseline):
                 feats["enhancement_peak"], feats["enhancing_share"] = tail_features(
                     ratio, post_head & pre_head, q, float(p["enhancing_ratio"]))
         if p["hyperintense"] in by_mod:
-            image, _ = _slices(data, by_mod[p["hyperintense"]])
+            image, _ = _slices(data, by_mod[p["hyperintense"]], whole, min_fg)
             norm, head = over_head_median(image)
             feats["border_sharpness"] = border_sharpness(_smoothed(norm, size), head, float(p["hyperintense_ratio"]),
                                                          float(p["border_quantile"]))
