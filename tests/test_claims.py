@@ -96,6 +96,7 @@ def test_positive_control_beats_the_trivial_control_only_with_its_ci(ci, dnl, be
     pc = audit_record(GRADING, _control_summary(ci, dnl))["positive_control"]
     assert pc["baseline"] == "enhancement_probe" and pc["results"][0]["beats_trivial"] is beats
     assert ("does not beat" in pc["text"]) is (beats is False)
+    assert ("did not learn here" in pc["text"]) is dnl
     assert audit_record(MAE, _control_summary(ci))["positive_control"] is None  # the claim names none
 
 

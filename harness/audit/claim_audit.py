@@ -247,7 +247,8 @@ def _positive_control_cell(record: dict[str, Any]) -> str:
     if not pc:
         return ""
     return "; ".join(f"{pc['baseline']} {h['protocol']} {R.fmt(h['mean'])} {R.fmt(tuple(h['ci95']))}"
-                     + ("" if h["beats_trivial"] else " (not above trivial)") for h in pc["results"])
+                     + (" (did not learn)" if h["did_not_learn"] else "" if h["beats_trivial"] else
+                        " (not above trivial)") for h in pc["results"])
 
 
 def write_index(records: list[dict[str, Any]], out_dir: Path) -> list[Path]:

@@ -164,7 +164,12 @@ def positive_control(claim: Claim, summary: dict[str, Any]) -> dict[str, Any] | 
     known = [r for r in rows if r["beats_trivial"] is not None]
     scores = _ci_text([Result(**_result_keys(r)) for r in known])
     against = ", ".join(f"{float(r['trivial_mean']):.3f}" for r in known)
-    if not known:
+    unlearned = [r for r in rows if r["did_not_learn"]]
+    if not known and unlearned:
+        text = (f"Positive control: {claim.positive_control} did not learn here (its training score is not above "
+                f"{trivial_name}'s): the images give an honest reader nothing to learn the target from (expected on "
+                "a --signal none cohort).")
+    elif not known:
         text = f"The positive control {claim.positive_control} has no result here."
     elif all(r["beats_trivial"] for r in known):
         text = (f"Positive control: {claim.positive_control}, an honest model of what the target does to the images, "
