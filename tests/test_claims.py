@@ -97,7 +97,7 @@ def test_positive_control_beats_the_trivial_control_only_with_its_ci(ci, dnl, be
     assert pc["baseline"] == "enhancement_probe" and pc["results"][0]["beats_trivial"] is beats
     assert ("does not beat" in pc["text"]) is (beats is False)
     assert ("did not learn here" in pc["text"]) is dnl
-    assert audit_record(MAE, _control_summary(ci))["positive_control"] is None  # the claim names none
+    assert audit_record(CLAIMS["valbuena-survival-accuracy"], _control_summary(ci))["positive_control"] is None  # names none
 
 
 def test_claim_list_and_unknown_claim():

@@ -73,7 +73,8 @@ CLAIMS: dict[str, Claim] = {c.name: c for c in (
           "Brain-Tumor-Progression", suite="progression", baseline="cnn_lstm", metric="mae", reported=0.02,
           paper_protocol="row_random", honest_protocols=("leave_one_patient_out", "patient_kfold"),
           trivial_baselines=("mean", "patient_memorizer"), lower_is_better=True,
-          dedicated="audit progression-mae", regimes={"paper": "progression-paper"}),
+          dedicated="audit progression-mae", regimes={"paper": "progression-paper"},
+          positive_control="perfusion_ridge"),
     Claim("valbuena-grade-f1", VALBUENA,
           "Transfer backbones: grade (HGG/LGG) F1 0.97 (accuracy 97%), 80/20 split over images (a patient's "
           "4 modality images are separate samples), BraTS 2020",
