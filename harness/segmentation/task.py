@@ -79,14 +79,6 @@ def transfer_options(options: dict[str, Any]) -> dict[str, Any]:
     return dict(options.get("transfer", {}))
 
 
-def source_threads(transfer: dict[str, Any], threads_per_job: int) -> int:
-    """Threads of the source model's fit: ``source_threads`` (default 2), at least a fold
-    job's. It trains before any fold job, alone, so one thread left a core idle; a fixed
-    count (not ``--jobs``) keeps its weights, and the transfer table, the same for any
-    ``--jobs``; the count is in the source model's key."""
-    return max(int(threads_per_job), int(transfer.get("source_threads", 2)))
-
-
 def build_transfer_arms(options: dict[str, Any]) -> list[ex.Arm]:
     """Table 5: source-only, target-only, and fine-tuning with each freezing choice."""
     t = transfer_options(options)
@@ -307,9 +299,8 @@ class SegmentationTask:
         baseline: Any = create_baseline("unet3d", profile=opts.profile, **suite.baseline_params.get("unet3d", {}))
         params = {**baseline.get_params(), "loss": loss}
         start = given_weights(dict(opts.weights))
-        threads = source_threads(t, opts.threads_per_job)
         key_obj = {"source": sorted(c.patient_id for c in source), "params": params, "pre": pre,
-                   "seed": seed, "version": __version__, "shape": repr(box), "threads": threads}
+                   "seed": seed, "version": __version__, "shape": repr(box)}
         key = ex.digest({**key_obj, "weights": start} if start else key_obj)
         ckpt = Path(opts.cache_dir) / "seg-models" / f"{key}.pt"
         if ckpt.exists():
@@ -319,7 +310,7 @@ class SegmentationTask:
         order = rng.permutation(len(source))
         n_val = max(1, int(round(0.15 * len(source))))
         started = time.perf_counter()
-        with limit_threads(threads):
+        with limit_threads(opts.threads_per_job):
             tr, (va,) = ex.preprocess_cases(pre, [source[i] for i in order[n_val:]], [[source[i] for i in order[:n_val]]])
             init = load_state_dict(start, trust=opts.trust_model_files) if start else None
             _, _, model = ex.fit_predict(baseline.build, tr, va, [], params, seed=seed, device=opts.device,
