@@ -132,3 +132,41 @@ def test_score_regions_on_label_maps():
     assert scores["TC"].LesionWise_Score_Dice == 1.0 and scores["WT"].Legacy_Dice == 1.0
     with pytest.raises(Exception, match="shape mismatch"):
         score_regions(pred[:-1], ref)
+
+
+def test_et_present_keeps_only_patients_with_a_scored_et_lesion():
+    """An empty ET map scores 1 on a patient without ET and 0 on one with ET: the
+    ``_present`` metric averages the latter only, so "predict no ET" scores 0 there."""
+    import pandas as pd
+
+    from harness.segmentation.experiment import SCORE_COLUMNS, per_patient
+
+    ref = np.zeros(SHAPE, dtype=np.uint8)
+    with_et = ref.copy()
+    with_et[5:15, 5:15, 5:15] = 2
+    with_et[7:13, 7:13, 7:13] = 3  # 216 voxels: a scored ET lesion
+    small_et = ref.copy()
+    small_et[5:15, 5:15, 5:15] = 2
+    small_et[9:11, 9:11, 9:11] = 3  # 8 voxels: left out of the lesion-wise score
+    no_et = ref.copy()
+    no_et[5:15, 5:15, 5:15] = 2
+    empty_pred = no_et  # oedema only: no ET predicted anywhere
+    rows = []
+    for subject, truth in (("with", with_et), ("small", small_et), ("none", no_et)):
+        for s in score_regions(empty_pred, truth, min_lesion_volume=50):
+            rows.append({"subject": subject, **s.to_dict()})
+    frame = pd.DataFrame(rows, columns=["subject", "region", *SCORE_COLUMNS])
+    all_et = per_patient(frame, "lesionwise_dice_ET")
+    present = per_patient(frame, "lesionwise_dice_ET_present")
+    assert all_et.to_dict() == {"with": 0.0, "small": 1.0, "none": 1.0}
+    assert present.to_dict() == {"with": 0.0}
+    perfect = [{"subject": "with", **s.to_dict()} for s in score_regions(with_et, with_et, min_lesion_volume=50)]
+    assert per_patient(pd.DataFrame(perfect), "lesionwise_dice_ET_present").to_dict() == {"with": 1.0}
+
+
+def test_suite_metrics_take_present_metrics_by_name_not_by_family():
+    from harness.segmentation.task import suite_metrics
+
+    assert suite_metrics(["lesionwise_dice_ET"]) == ["lesionwise_dice_ET"]
+    assert "lesionwise_dice_ET_present" not in suite_metrics(["lesionwise_dice"])
+    assert suite_metrics(["lesionwise_dice_ET_present"]) == ["lesionwise_dice_ET_present"]

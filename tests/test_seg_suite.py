@@ -220,7 +220,9 @@ def test_the_suites_metrics_choose_the_scored_columns():
     from harness.segmentation.task import suite_metrics
     from harness.suite import load_suite
 
-    assert len(suite_metrics(load_suite("segmentation").metrics)) == 16  # 4 families x (mean, ET, TC, WT)
+    names = suite_metrics(load_suite("segmentation").metrics)
+    assert len(names) == 17  # 4 families x (mean, ET, TC, WT), and ET on the patients with ET
+    assert names[-1] == "lesionwise_dice_ET_present"
     assert suite_metrics(["legacy_dice", "lesionwise_hd95_WT"]) == [
         "legacy_dice_mean", "legacy_dice_ET", "legacy_dice_TC", "legacy_dice_WT", "lesionwise_hd95_WT"]
     with pytest.raises(HarnessError, match="unknown segmentation metric"):

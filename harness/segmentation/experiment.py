@@ -100,13 +100,21 @@ def score_cases(labels: dict[str, np.ndarray], cases: Sequence[SegCase], setting
     return pd.DataFrame(rows, columns=["subject", "region", *SCORE_COLUMNS])
 
 
-#: summary metric name -> (score column, region or "mean")
+#: Metrics restricted to the patients whose reference has a lesion of the region that the
+#: lesion-wise score counts (``Num_TP + Num_FN > 0``: a lesion of more than ``min_lesion``
+#: voxels). An empty prediction scores exactly 0 there, so a net that never predicts the
+#: region cannot hide behind the patients without it (who score 1 for an empty map).
+PRESENT_METRICS: tuple[str, ...] = ("lesionwise_dice_ET_present",)
+PRESENT = "_present"
+
+
 def metric_names() -> list[str]:
+    """Summary metric names: each family's region mean and regions, then the present-only ones."""
     out = []
     for col, short in (("LesionWise_Score_Dice", "lesionwise_dice"), ("LesionWise_Score_HD95", "lesionwise_hd95"),
                        ("Legacy_Dice", "legacy_dice"), ("Legacy_HD95", "legacy_hd95")):
         out += [f"{short}_{r}" for r in ("mean", "ET", "TC", "WT")]
-    return out
+    return out + list(PRESENT_METRICS)
 
 
 _SHORT = {"lesionwise_dice": "LesionWise_Score_Dice", "lesionwise_hd95": "LesionWise_Score_HD95",
@@ -114,9 +122,14 @@ _SHORT = {"lesionwise_dice": "LesionWise_Score_Dice", "lesionwise_hd95": "Lesion
 
 
 def per_patient(scores: pd.DataFrame, metric: str) -> pd.Series:
-    """Per-patient value of a summary metric (region mean or one region)."""
-    short, _, region = metric.rpartition("_")
+    """Per-patient value of a summary metric (region mean, one region, or one region on
+    the patients whose reference has a scored lesion of it: ``..._<region>_present``)."""
+    present = metric.endswith(PRESENT)
+    short, _, region = metric.removesuffix(PRESENT).rpartition("_")
     col = _SHORT[short]
     if region == "mean":
         return scores.groupby("subject")[col].mean()
-    return scores[scores["region"] == region].set_index("subject")[col]
+    rows = scores[scores["region"] == region]
+    if present:
+        rows = rows[(rows["Num_TP"] + rows["Num_FN"]) > 0]
+    return rows.set_index("subject")[col]

@@ -26,6 +26,8 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("lesionwise_dice_mean", "Lesion-wise Dice"), ("lesionwise_hd95_mean", "Lesion-wise HD95"),
     ("legacy_dice_mean", "Legacy Dice"), ("legacy_hd95_mean", "Legacy HD95"),
     ("lesionwise_dice_ET", "LW Dice ET"), ("lesionwise_dice_TC", "LW Dice TC"), ("lesionwise_dice_WT", "LW Dice WT"),
+    # Patients with a scored ET lesion only: there an empty ET map scores 0 (see experiment.PRESENT_METRICS).
+    ("lesionwise_dice_ET_present", "LW Dice ET, patients with ET"),
 )
 _COLOURS = {1: (0.9, 0.1, 0.1), 2: (0.1, 0.8, 0.1), 3: (1.0, 0.9, 0.0)}
 

@@ -92,17 +92,20 @@ def build_transfer_arms(options: dict[str, Any]) -> list[ex.Arm]:
 
 def suite_metrics(names: list[str]) -> list[str]:
     """The suite's ``[metrics] names``: a family (``lesionwise_dice``) is its region mean
-    and its ET, TC and WT values; a full name (``legacy_hd95_WT``) is itself; none: all."""
+    and its ET, TC and WT values; a full name (``legacy_hd95_WT``, ``lesionwise_dice_ET_present``)
+    is itself; none: all."""
     known = ex.metric_names()
     if not names:
         return known
+    families = {m: m.rpartition("_")[0] for m in known if m not in ex.PRESENT_METRICS}
     out: list[str] = []
     for name in names:
-        family = [m for m in known if m.rpartition("_")[0] == name]
-        if not family and name not in known:
+        family = [name] if name in known else [m for m, f in families.items() if f == name]
+        if not family:
             raise HarnessError(f"unknown segmentation metric {name!r}; known: "
-                               f"{', '.join(sorted({m.rpartition('_')[0] for m in known}))} (+ _mean, _ET, _TC, _WT)")
-        out += [m for m in family or [name] if m not in out]
+                               f"{', '.join(sorted(set(families.values())))} (+ _mean, _ET, _TC, _WT), "
+                               f"{', '.join(ex.PRESENT_METRICS)}")
+        out += [m for m in family if m not in out]
     return out
 
 

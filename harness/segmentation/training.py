@@ -69,14 +69,27 @@ def predict_probabilities(model: torch.nn.Module, cases: Sequence[SegCase], devi
 
 
 def _val_dice(model: torch.nn.Module, cases: Sequence[SegCase], device: str) -> float:
-    """Mean whole-volume Dice over regions and cases at probability 0.5."""
-    scores = []
+    """Dice pooled over the validation cases at probability 0.5, averaged over the regions
+    some validation case has (all three when none has any).
+
+    Not a mean of per-case Dice: per case, a patient without ET scores 1 for an empty ET
+    map, so with two or three validation patients the epochs before the net predicted ET
+    at all scored best and were the model kept (a fold whose validation patients had no
+    ET kept its sixth epoch of ten, with no ET predicted anywhere). Pooled over the
+    regions present, an empty map scores 0 and a region no validation case shows cannot
+    make an untrained epoch look good.
+    """
+    if not len(cases):
+        return float("nan")
+    inter, pred, true = np.zeros(3), np.zeros(3), np.zeros(3)
     for probs, c in zip(predict_probabilities(model, cases, device), cases):
         p, t = probs >= 0.5, c.regions > 0.5
-        for k in range(3):
-            denom = p[k].sum() + t[k].sum()
-            scores.append(1.0 if denom == 0 else 2.0 * (p[k] & t[k]).sum() / denom)
-    return float(np.mean(scores)) if scores else float("nan")
+        inter += [(p[k] & t[k]).sum() for k in range(3)]
+        pred += [p[k].sum() for k in range(3)]
+        true += [t[k].sum() for k in range(3)]
+    regions = [k for k in range(3) if true[k] > 0] or [0, 1, 2]
+    return float(np.mean([1.0 if pred[k] + true[k] == 0 else 2.0 * inter[k] / (pred[k] + true[k])
+                          for k in regions]))
 
 
 @dataclass
