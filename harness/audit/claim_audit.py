@@ -148,15 +148,20 @@ def _selection_section(record: dict[str, Any]) -> R.Section | None:
     if not study:
         return None
     s = R.Section("Test-set selection")
+    s.paragraphs = [
+        f"Choosing the configuration on the test score, as the paper did, {_choice_sentence(study)}",
+        "The grid is the suite audit's surrogate model (ridge penalty x train share on the run's features); "
+        f"the full grid is in {study['source']}. The next section runs the same study over ImageNet backbones."]
+    return s
+
+
+def _choice_sentence(study: dict[str, Any]) -> str:
+    """What the test-set choice picks and reports, what nested CV gives, and the optimism."""
     chosen = ", ".join(f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}"
                        for k, v in study["selected"].items())
-    s.paragraphs = [
-        f"Choosing the configuration on the test score, as the paper did, picks {chosen} and reports "
-        f"{R.fmt(study['selected_score'])}; nested patient-level cross-validation over the same grid gives "
-        f"{R.fmt(study['nested_score'])}. Optimism of selecting on the test set: {study['optimism']:+.3f}.",
-        "The grid is the suite audit's surrogate model (ridge penalty x train share on the run's features), "
-        f"not the paper's backbones; the full grid is in {study['source']}."]
-    return s
+    return (f"picks {chosen} and reports {R.fmt(study['selected_score'])}; nested patient-level cross-validation "
+            f"over the same grid gives {R.fmt(study['nested_score'])}. Optimism of selecting on the test set: "
+            f"{study['optimism']:+.3f}.")
 
 
 def _backbone_selection_section(record: dict[str, Any]) -> R.Section | None:
@@ -164,14 +169,10 @@ def _backbone_selection_section(record: dict[str, Any]) -> R.Section | None:
     if not study:
         return None
     s = R.Section("Test-set selection over backbones")
-    chosen = ", ".join(f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}"
-                       for k, v in study["selected"].items())
     s.paragraphs = [
         f"The grid: frozen ImageNet backbones ({', '.join(study['backbones'])}) x ridge penalty on their pooled "
         "features x train share. Choosing on the mean test score of random patient splits, as the paper did, "
-        f"picks {chosen} and reports {R.fmt(study['selected_score'])}; nested patient-level cross-validation "
-        f"over the same grid gives {R.fmt(study['nested_score'])}. Optimism of selecting on the test set: "
-        f"{study['optimism']:+.3f}."]
+        + _choice_sentence(study)]
     if study.get("skipped"):
         s.paragraphs.append(f"Left out (no real weights on this machine): {', '.join(study['skipped'])}.")
     grid = pd.DataFrame(study["grid"])
