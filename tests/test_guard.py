@@ -213,7 +213,7 @@ def test_resnet18_with_zero_learning_rate_is_flagged(tiny_rembrandt, tmp_path):
     """The real CNN, unable to learn (learning rate 0): flagged, its inflation withheld."""
     # row_random only: on this 8-patient cohort a patient_kfold fold leaves a training batch
     # of one slice, which BatchNorm refuses (a resnet18_grader limitation, not the guard's)
-    suite = _suite(["resnet18_grader"], {"resnet18_grader": {"lr": 0.0, "image_size": 32}}, ["row_random"])
+    suite = _suite(["resnet18_grader"], {"resnet18_grader": {"lr": 0.0, "image_size": 32, "epochs": 2}}, ["row_random"])
     result = _run(suite, tiny_rembrandt, tmp_path / "out", tmp_path / "cache")
     assert result.failures == []
     (g,) = result.summary["learning"]

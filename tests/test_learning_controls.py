@@ -50,3 +50,16 @@ def test_zero_learning_rate_does_not_learn(grading_data):
     acc, majority = _train_accuracy(data, cache, lr=0.0)
     assert acc < majority + MARGIN, (acc, majority)
     print(f"zero lr: training accuracy {acc:.3f}, majority {majority:.3f}")
+
+
+@pytest.mark.slow  # a from-scratch ResNet-18 fit: about 40 s on two shared cores
+def test_resnet18_grader_quick_profile_learns_its_training_slices(grading_data):
+    """The capstone CNN trained from scratch on its CPU budget (32 px, 5 epochs) learns: the
+    earlier 64 px, 2-epoch budget stayed at the majority class and the guard flagged it."""
+    data, cache = grading_data
+    model = create_baseline("resnet18_grader")
+    model.fit(data, None, FitContext(seed=0, work_dir=cache, log=lambda _: None))
+    y = data.y.astype(str)
+    majority = Counter(y).most_common(1)[0][1] / len(y)
+    acc = float(np.mean(model.predict(data).astype(str) == y))
+    assert acc >= majority + MARGIN, (acc, majority)
