@@ -410,6 +410,8 @@ GROUP_TITLES = {
     "test_explain": "Explainability methods (one case each)",
     "test_seg_eval": "Segmentation evaluation",
     "test_synth": "Synthetic cohort generation",
+    "test_embeddings": "Frozen-backbone embeddings and their cache",
+    "test_warm_rerun": "Warm rerun of a suite",
 }
 
 
