@@ -155,3 +155,26 @@ def test_progression_mechanism_says_each_criterion(model, memo, mean, head):
     est = {(b, PAPER_SPLIT): Boot(v, np.full(10, v), 6) for b, v in ((MODEL, model), (MEMORISER, memo), (MEAN, mean))}
     text = mechanism(est)[0]
     assert head in text and f"{model:.3f}" in text
+
+
+def test_audit_jobs_reach_the_suite_run(monkeypatch, tmp_path):
+    """``audit --jobs N`` runs the claim's fold jobs N at a time (it used to be serial only)."""
+    import harness.runner
+    from harness.cli import main
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_run_suite(suite, opts):
+        seen["jobs"] = opts.jobs
+        raise Stop
+
+    monkeypatch.setattr(harness.runner, "run_suite", fake_run_suite)
+    with pytest.raises(Stop):
+        main(["audit", "fasihi-dwtdct-accuracy", "--jobs", "2", "--tracking-uri", "none", "--out", str(tmp_path)])
+    assert seen["jobs"] == 2
+    with pytest.raises(Stop):
+        main(["audit", "fasihi-dwtdct-accuracy", "--tracking-uri", "none", "--out", str(tmp_path)])
+    assert seen["jobs"] == 1

@@ -40,6 +40,9 @@ class ClaimOptions:
     baselines: list[str] | None = None
     #: None: the claim's own suite; else one of ``Claim.regimes`` (e.g. "paper").
     regime: str | None = None
+    #: Fold jobs at once (``run --jobs``); 1 fits them one by one in this process. The metrics
+    #: do not depend on it (each job keeps one thread).
+    jobs: int = 1
 
 
 def claim_suite(claim: Claim, regime: str | None) -> str:
@@ -87,7 +90,7 @@ def run_claim(claim: Claim, opts: ClaimOptions) -> tuple[dict[str, Any], list[Pa
     result = run_suite(suite, RunOptions(
         data=opts.data, aux_data=opts.aux_data, out=out, tracking_uri=opts.tracking_uri, seed=opts.seed,
         profile=opts.profile, device=opts.device, cache_dir=opts.cache_dir or default_cache_dir(), progress=opts.progress,
-        baselines=baselines, protocols=[p for p in protocols if p in suite.protocols],
+        baselines=baselines, protocols=[p for p in protocols if p in suite.protocols], jobs=opts.jobs,
     ))
     record = audit_record(claim, result.summary)
     record["regenerate"] = regenerate_command(claim, opts)
