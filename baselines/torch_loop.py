@@ -24,7 +24,7 @@ from harness.training.engine import (
 )
 
 __all__ = ["LoopConfig", "MetricFn", "accuracy_metric", "copy_model", "evaluate", "fit_model",
-           "make_loader", "predict_batches", "seed_everything"]
+           "make_adam", "make_loader", "predict_batches", "seed_everything"]
 
 MetricFn = Callable[[torch.Tensor, torch.Tensor], float]
 
@@ -128,7 +128,7 @@ def fit_model(
     model.to(device)
     loss_fn = loss_fn.to(device)
     trainable = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
-    optimizer = torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = make_adam(trainable, lr=config.lr, weight_decay=config.weight_decay)
     step_size, gamma = config.step_size, config.gamma
     engine = Engine(
         loss_fn=loss_fn, epochs=config.epochs,
@@ -144,6 +144,19 @@ def fit_model(
     )
     engine.fit(model, LoaderBatches(train_loader, device), optimizer, history=ctx.history)
     return model
+
+
+def make_adam(params: list[nn.Parameter], *, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """Adam with the fused kernel where this torch has one for the parameters' device.
+
+    Why: on the CPU the default per-tensor Adam step took 22 of a ResNet-18 fold's 123 s
+    (32 px slices, one thread); the fused step does the same update in one kernel, about
+    six times faster. Same algorithm and hyper-parameters; float sums in another order.
+    """
+    try:
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, TypeError, ValueError):  # an old torch, or a device without the kernel
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
 
 
 def predict_batches(model: nn.Module, *tensors: torch.Tensor, batch_size: int, device: str) -> torch.Tensor:

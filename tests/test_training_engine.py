@@ -192,9 +192,10 @@ class _Lin(nn.Module):
 
 def _baseline_reference(model, train_loader, val_loader, loss_fn, cfg):
     """The baselines' loop as it was before the engine (baselines/torch_loop.py)."""
-    from baselines.torch_loop import _better, evaluate
+    from baselines.torch_loop import _better, evaluate, make_adam
 
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # the optimiser as the baselines build it (fused Adam where torch has it)
+    opt = make_adam(list(model.parameters()), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
     best, best_state, best_epoch, stale, history = math.inf, None, -1, 0, []
     for epoch in range(cfg.epochs):
