@@ -319,14 +319,33 @@ def record_fold(plan: PlannedRun, fold: Fold, frame: pd.DataFrame, *, seconds: f
     plan.logged.add(fold.index)
 
 
+def cache_warming_order(pending: list[tuple[PlannedRun, Fold]]) -> list[tuple[PlannedRun, Fold]]:
+    """Each model's first pending fold, then the rest, each part in plan order.
+
+    Why: a model's first fold fills the caches its other folds read (frozen-backbone
+    embeddings, per-patient features). Started in plan order, a model's folds under two
+    protocols begin side by side and the second waits on the first one's extraction with a
+    core idle; started first, that extraction overlaps other models' training instead.
+    Results do not depend on the order (each fold is seeded on its own).
+    """
+    first: list[tuple[PlannedRun, Fold]] = []
+    rest: list[tuple[PlannedRun, Fold]] = []
+    seen: set[tuple[str, str]] = set()
+    for plan, fold in pending:
+        key = (plan.variant, plan.model or plan.baseline)
+        (rest if key in seen else first).append((plan, fold))
+        seen.add(key)
+    return first + rest
+
+
 def row_fold_jobs(pending: list[tuple[PlannedRun, Fold]], settings: JobSettings) -> list[FoldJob]:
-    """Row tasks: one job per (run, fold) the cache lacks."""
+    """Row tasks: one job per (run, fold) the cache lacks, in :func:`cache_warming_order`."""
     return [FoldJob(
         run_index=plan.index, data_key=plan.variant, baseline=plan.model or plan.baseline, params=plan.params,
         fold=fold, seed=settings.seed, device=settings.device, profile=settings.profile,
         work_dir=settings.work_dir, weights=settings.weights, threads=settings.threads,
         trust_model_files=settings.trust_model_files, guard_metric=plan.guard_metric,
-    ) for plan, fold in pending]
+    ) for plan, fold in cache_warming_order(pending)]
 
 
 def take_cached_folds(plan: PlannedRun) -> list[Fold]:

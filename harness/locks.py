@@ -38,7 +38,7 @@ def file_lock(path: Path | str, *, what: str = "", poll_s: float = 0.2) -> Itera
 
             fh.seek(0)
             holder = fh.read().strip() or "?"
-            log(f"waiting for another run (pid {holder}) that holds {path.name}"
+            log(f"waiting for another process (pid {holder}) that holds {path.name}"
                 + (f": {what}" if what else ""))
             started = time.monotonic()
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX)

@@ -90,3 +90,45 @@ def test_cached_embeddings_equal_a_direct_forward_pass(grading_data, tmp_path):
         direct = enc(slice_tensor(train, 32, rows)).numpy()
     np.testing.assert_allclose(both, direct, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(both[:10], cold)
+
+
+def test_a_fold_that_waited_reads_the_vectors_another_stored_and_extraction_holds_a_lock(grading_data, tmp_path):
+    """Two folds side by side: the later one finds the slices stored while it waited for
+    the extraction lock and pushes none of them through the backbone again."""
+    import fcntl
+
+    from torch import nn
+
+    from baselines.torch_inputs import slice_tensor
+    from harness.features.embeddings import PREPROCESS_VERSION, EmbeddingCache
+    from harness.hashing import json_digest
+
+    train, _ = grading_data
+    rows = train.samples.iloc[:12]
+    key = {"arch": "pool", "image_size": 8}
+    images = lambda data, r: slice_tensor(data, 8, r)  # noqa: E731
+    locked_while_extracting = []
+
+    class Probe(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            for lock in (tmp_path / "embeddings" / "locks").glob("*.lock"):
+                with open(lock) as fh:
+                    try:
+                        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+                        locked_while_extracting.append(False)
+                    except BlockingIOError:
+                        locked_while_extracting.append(True)
+            return x.mean(dim=(2, 3))
+
+    later = EmbeddingCache(tmp_path / "embeddings")
+    first = EmbeddingCache(tmp_path / "embeddings")
+    # the later fold looked before the first one stored anything: its entries are empty
+    tag = json_digest({"preprocess": PREPROCESS_VERSION, **key}, 24)
+    for img in set(rows["image_id"]):
+        later._load(train, img, tag)
+    stored = first.embeddings(train, rows, key, Probe(), images)
+    assert first.n_extracted == len(rows) and locked_while_extracting and all(locked_while_extracting)
+    read = later.embeddings(train, rows, key, Probe(), images)
+    assert later.n_extracted == 0
+    np.testing.assert_array_equal(read, stored)

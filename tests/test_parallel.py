@@ -408,3 +408,20 @@ def test_a_swallowed_interrupt_still_stops_the_jobs():
     finally:
         clear_interrupts()
     assert ran == [0]
+
+
+def test_each_models_first_fold_is_scheduled_before_any_models_second():
+    """Cache-building first folds go first (so a backbone's extraction overlaps other
+    models' training); within each part the plan order is kept."""
+    from types import SimpleNamespace
+
+    from harness.folds import cache_warming_order
+
+    def plan(baseline: str, protocol: str, variant: str = "") -> SimpleNamespace:
+        return SimpleNamespace(variant=variant, model="", baseline=baseline, protocol=protocol)
+
+    a_rr, a_pk, b_rr, b_pk = plan("a", "rr"), plan("a", "pk"), plan("b", "rr"), plan("b", "pk")
+    c_other = plan("a", "rr", variant="other")
+    pending = [(a_rr, 0), (a_pk, 0), (a_pk, 1), (b_rr, 0), (b_pk, 0), (b_pk, 1), (c_other, 0)]
+    ordered = cache_warming_order(pending)  # type: ignore[arg-type]
+    assert ordered == [(a_rr, 0), (b_rr, 0), (c_other, 0), (a_pk, 0), (a_pk, 1), (b_pk, 0), (b_pk, 1)]

@@ -7,13 +7,15 @@ weights digest, image size, input preprocessing version (and anything else that 
 the input, e.g. the gap between cuts). Inside an entry, vectors are indexed by slice
 index (``-1`` for a sample that is the whole series), so any fold picks its rows.
 
-A series entry grows as folds ask for slices it lacks; several processes may extend the
-same entry at once, and since every write is atomic the worst case is a slice computed
-twice, never a wrong vector.
+A series entry grows as folds ask for slices it lacks. Extraction holds a lock per
+encoder key and cache, so folds running side by side push a slice through the backbone
+once (the later one reads the vectors the earlier one stored); every write is atomic, so
+a reader never sees a half-written entry.
 """
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,6 +26,7 @@ from torch import nn
 
 from harness.atomic import atomic_write
 from harness.hashing import json_digest
+from harness.locks import file_lock, lock_name
 from harness.tasks import TaskData
 
 #: Bump when the pixels -> tensor path changes (rescaling, resizing, channel handling).
@@ -58,17 +61,44 @@ class EmbeddingCache:
                 entries[img] = self._load(data, img, tag)
             if int(z) not in entries[img]:
                 missing.append(pos)
+        n_missing = len(missing)
         if missing:
-            todo = rows.iloc[missing].drop_duplicates(["image_id", "slice_index"])
-            vectors = self._extract(data, todo, encoder, images)
-            touched = set()
-            for img, z, vec in zip(todo["image_id"], todo["slice_index"], vectors):
-                entries[img][int(z)] = vec
-                touched.add(img)
-            for img in touched:
-                self._store(data, img, tag, entries[img])
-        self.n_read += len(rows) - len(missing)
+            with self._extraction_lock(tag):
+                # another fold may have stored these slices while this one waited
+                missing = self._still_missing(data, rows, missing, entries, tag)
+                todo = rows.iloc[missing].drop_duplicates(["image_id", "slice_index"])
+                if len(todo):
+                    vectors = self._extract(data, todo, encoder, images)
+                    touched = set()
+                    for img, z, vec in zip(todo["image_id"], todo["slice_index"], vectors):
+                        entries[img][int(z)] = vec
+                        touched.add(img)
+                    for img in touched:
+                        self._store(data, img, tag, entries[img])
+        self.n_read += len(rows) - n_missing
         return np.stack([entries[img][int(z)] for img, z in zip(rows["image_id"], rows["slice_index"])])
+
+    def _extraction_lock(self, tag: str) -> AbstractContextManager[None]:
+        """One extractor per encoder key and cache at a time.
+
+        Why: folds that start together (two protocols' first folds) would otherwise each
+        push the whole cohort through the backbone; the one that waits then reads the
+        other's vectors instead (measured: two 2-minute extractions on the 2-core default).
+        """
+        if self.cache_dir is None:
+            return nullcontext()
+        return file_lock(self.cache_dir / "locks" / lock_name("embeddings", tag), what="extracting embeddings")
+
+    def _still_missing(self, data: TaskData, rows: pd.DataFrame, missing: list[int],
+                       entries: dict[str, dict[int, np.ndarray]], tag: str) -> list[int]:
+        """The positions of ``missing`` whose slice is still in no stored entry."""
+        for img in {rows["image_id"].iloc[pos] for pos in missing}:
+            path = self._path(data, img, tag)
+            if path is not None and path.exists():
+                with np.load(path) as f:
+                    for z, v in zip(f["z"], f["x"]):
+                        entries[img].setdefault(int(z), v)
+        return [pos for pos in missing if int(rows["slice_index"].iloc[pos]) not in entries[rows["image_id"].iloc[pos]]]
 
     def _extract(self, data: TaskData, rows: pd.DataFrame, encoder: nn.Module, images: ImagesFn) -> np.ndarray:
         encoder.eval()
