@@ -64,6 +64,42 @@ def test_permutation_p_value_small_with_signal_large_without():
     assert permutation_test(x0, s0, m0, metric="mae", regression=True, n_permutations=39)[0].p_value > 0.05
 
 
+def test_permutation_null_equals_sklearn_ridge_refits_per_shuffle():
+    """The null solved for all shuffles at once is the null of refitting sklearn's
+    StandardScaler + Ridge / RidgeClassifier on each shuffle (classes missing from a
+    training fold included)."""
+    from sklearn.linear_model import Ridge, RidgeClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from harness.audit.permutation import _fold_indices, _scores, permute_by_patient
+    from harness.metrics import compute_metric
+
+    x, samples = _cohort(n_pat=12, rows=4, signal=True)
+    grades = np.array(["II", "III", "IV", "IV"])[np.arange(12) % 4]
+    cls = samples.assign(target=np.repeat(grades, 4))
+    for frame, regression, metric, classes in ((samples, True, "mae", None),
+                                               (cls, False, "balanced_accuracy", ["II", "III", "IV"])):
+        m = make_manifest("patient_kfold", frame, seed=0, task="regression" if regression else "classification",
+                          dataset_fingerprint="x", n_splits=3)
+        index = pd.Index(frame["sample_id"])
+        folds = _fold_indices(index, m)
+        rng = np.random.default_rng(2)
+        ys = np.stack([frame["target"].to_numpy(), *[permute_by_patient(frame, rng) for _ in range(6)]])
+        if not regression:  # a shuffle whose first training fold lacks a class
+            ys = np.concatenate([ys, np.where(ys[:1] == "II", "III", ys[:1])]).astype(object)
+        fast = _scores(x, ys, folds, metric, regression, classes)
+        slow = []
+        for yp in ys:
+            per_fold = []
+            for tr, te in folds:
+                model = make_pipeline(StandardScaler(), Ridge(alpha=10.0) if regression else RidgeClassifier(alpha=10.0))
+                pred = model.fit(x[tr], yp[tr]).predict(x[te])
+                per_fold.append(compute_metric(metric, yp[te], pred, classes))
+            slow.append(np.mean(per_fold))
+        np.testing.assert_allclose(fast, slow, rtol=1e-9, atol=1e-12)
+
+
 def test_selection_on_test_set_is_optimistic_and_scope_is_reported():
     x, samples = _cohort(signal=False, n_pat=10)
     res = selection_study(x, samples["target"].to_numpy(), samples["patient_id"].to_numpy(),

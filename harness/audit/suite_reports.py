@@ -105,7 +105,7 @@ def audit_variant(*, variant: str, task_data, manifests: dict[str, SplitManifest
     perm = cache.cached(
         "permutation", {**inputs, "n_permutations": n_perm},
         lambda: permutation_test(x, samples, manifests, metric=metric, regression=regression,
-                                 classes=task_data.classes, n_permutations=n_perm, seed=seed, n_jobs=n_jobs),
+                                 classes=task_data.classes, n_permutations=n_perm, seed=seed),
         C.permutation_encode, C.permutation_decode)
     prov = label_provenance(stage_tables, samples, views)
     icc = 1.0 - float(leak.target["share_within"])
