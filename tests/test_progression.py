@@ -186,3 +186,32 @@ def test_cnn_lstm_paper_profile_fits_at_tiny_size(tiny_run, tiny_btp):
         preds.append(model.predict(data))
     assert preds[0].shape == (len(data),) and np.isfinite(preds[0]).all()
     assert np.array_equal(preds[0], preds[1])
+
+
+def test_stage_one_scores_the_grader_on_training_and_on_every_held_out_slice(tiny_grading):
+    """The stage-1 tags put the grader's accuracy beside the commonest grade's share on the
+    same rows, for its training slices and for all slices of the held-out patients."""
+    from harness.tasks.progression_stages import grader_scores, grader_sentence
+
+    data, _ = tiny_grading
+    pids = sorted(data.samples["patient_id"].unique())
+    train = data.subset(data.samples.loc[~data.samples["patient_id"].isin(pids[:2]), "sample_id"])
+    val = data.subset(data.samples.loc[data.samples["patient_id"].isin(pids[:2]), "sample_id"])
+
+    class Constant:
+        def __init__(self, grade: str) -> None:
+            self.grade = grade
+
+        def predict(self, d):
+            return np.array([self.grade] * len(d), dtype=object)
+
+    commonest = pd.Series(train.y.astype(str)).value_counts().index[0]
+    tags = grader_scores(Constant(commonest), train, val, seed=0)
+    assert tags["grader_train_accuracy"] == tags["grader_train_majority"]  # a constant answer: the bar, no more
+    assert int(tags["grader_val_slices"]) == len(val) and tags["grader_val_patients"] == "2"
+    share = float(np.mean(val.y.astype(str) == commonest))
+    assert float(tags["grader_val_accuracy"]) == pytest.approx(share, abs=1e-3)
+    assert float(tags["grader_val_majority"]) >= float(tags["grader_val_accuracy"])
+    text = grader_sentence({**tags, "grader_val_history": "0.400, 0.500"})
+    assert f"on all {len(val)} slices of the 2 held-out auxiliary patients" in text and "0.400, 0.500" in text
+    assert grader_sentence({}) == "grader scores not recorded"

@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from harness.tasks.progression_stages import grader_sentence
 from harness.audit import report as R
 from harness.audit.claims import CLAIMS
 from harness.audit.verdict import RULES, audit_record
@@ -29,13 +30,6 @@ MEAN = "mean"
 MEMORISER = "patient_memorizer"
 HONEST_CONTROL = "perfusion_ridge"
 REGENERATE = "python -m harness audit progression-mae --out reports/reference/progression-mae"
-
-
-def _num_text(value: Any) -> str:
-    try:
-        return f"{float(value):.3f}"
-    except (TypeError, ValueError):
-        return "n/a"
 
 
 def _ci(b) -> str:
@@ -198,10 +192,8 @@ def write_audit(out_dir: Path, summary: dict, audit: Any, *, suite: Any, data: A
         f"(MonthDif) with a test MAE of **{PAPER_MAE_MONTHS} months**, trained on 48 rows and tested on 12; every "
         f"row of a patient carries the same target and the split is over rows.",
         f"Data: {ds['name']} ({ds['n_patients']} patients, {ds['n_samples']} rows; fingerprint "
-        f"{ds['fingerprint'][:16]}). Stage 1: the grader's validation accuracy "
-        f"{_num_text(tags.get('grader_val_accuracy_best'))} against {tags.get('grader_val_majority', 'n/a')} "
-        f"for always answering the commonest grade (pseudo-grades mean something only well above it). "
-        f"Stage 3: {tags.get('eligibility_outcome', 'n/a')}.",
+        f"{ds['fingerprint'][:16]}). Stage 1: {grader_sentence(tags)} (pseudo-grades mean something only "
+        f"well above the commonest grade on unseen patients). Stage 3: {tags.get('eligibility_outcome', 'n/a')}.",
         f"Regenerate: `{regenerate_command(suite.name)}` (add `--data PATH` for a real Brain-Tumor-Progression download).",
     ]
     s = R.Section("Verdict")
