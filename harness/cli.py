@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from harness.argtypes import positive_int
 from harness.errors import HarnessError
 from harness.paths import default_cache_dir
 
@@ -68,10 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--trust-model-file", action="store_true",
                      help="let --weights files be full pickles; unpickling runs any code the file holds, "
                      "so only for files you trust (default: safetensors, TorchScript or a state dict only)")
-    run.add_argument("--jobs", type=_positive_int, default=None, metavar="N",
+    run.add_argument("--jobs", type=positive_int, default=None, metavar="N",
                      help="fold jobs (and series decodes) at once; 1 runs folds one by one in this "
                      "process (default: one per core, at most 8)")
-    run.add_argument("--threads-per-job", type=_positive_int, default=1, metavar="T",
+    run.add_argument("--threads-per-job", type=positive_int, default=1, metavar="T",
                      help="torch/BLAS threads of each fold job (default 1: results are then the "
                      "same whatever --jobs is; more threads change float sums slightly)")
     run.add_argument("--executor", choices=("process", "ray"), default="process",
@@ -102,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = data_sub.add_parser("ingest", parents=[common], help="index a dataset and decode every series "
                                  "into the cache with N worker processes")
     ingest.add_argument("dir", type=Path)
-    ingest.add_argument("--jobs", type=int, default=None, metavar="N",
+    ingest.add_argument("--jobs", type=positive_int, default=None, metavar="N",
                         help="decode worker processes (default: one per core; 1 decodes in this process)")
     ingest.add_argument("--layout", choices=SYNTH_FLAVOURS, help="skip detection")
     ingest.add_argument("--json", type=Path, metavar="FILE", help="also write the counts, timings and "
@@ -146,13 +147,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         ),
     )
     return 1 if result.failures else 0
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def _jobs_option(args: argparse.Namespace) -> int:
@@ -201,8 +195,6 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     jobs = args.jobs
     if jobs is None:
         jobs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if jobs < 1:
-        raise HarnessError(f"--jobs must be at least 1, got {jobs}")
     with VolumeStore(args.cache_dir / "arrays", progress=not args.no_progress, workers=jobs) as store:
         report = ingest_dataset(args.dir, store, layout=args.layout)
     print(format_ingest_report(report))

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import subprocess_env
 from harness.cli import main
 
@@ -72,3 +74,21 @@ def test_readme_and_ci_run_the_same_test_commands():
     assert "python -m harness run --suite grading" in readme
     for command in ('pip install -e ".[test]"', "pytest"):
         assert command in readme and command in ci
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", "--suite", "grading", "--jobs", "0"],
+    ["run", "--suite", "grading", "--threads-per-job", "-1"],
+    ["data", "ingest", "somewhere", "--jobs", "0"],
+    ["audit", "capstone-grading-accuracy", "--jobs", "0"],
+    ["check-split", "--data", "d", "--splits", "s.csv", "--jobs", "0"],
+    ["audit", "capstone-grading-accuracy", "--jobs", "two"],
+])
+def test_every_jobs_option_refuses_less_than_one_the_same_way(argv, capsys):
+    """One spelling of --jobs across commands: argparse refuses 0 or a non-number before
+    anything runs (no command clamps it silently to 1)."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "must be at least 1" in err or "expected a whole number" in err

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from harness.argtypes import positive_int
 from harness.audit.claims import CLAIMS
 
 
@@ -34,7 +35,7 @@ def add_commands(subparsers, common_parent) -> None:
                                     "the paper's 6 eligible patients x 10 rows (default: the claim's suite)")
     p.add_argument("--profile", choices=("quick", "paper"), default="quick")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--jobs", type=int, default=1, metavar="N",
+    p.add_argument("--jobs", type=positive_int, default=1, metavar="N",
                    help="fold jobs at once, as for run (default 1: one by one; the metrics do not depend on it)")
     p.set_defaults(func=cmd_audit)
 
@@ -50,7 +51,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     opts = ClaimOptions(
         data=args.data, aux_data=args.aux_data, signal=args.signal, patients=args.patients, seed=args.seed,
         profile=args.profile, out=args.out, tracking_uri=args.tracking_uri, cache_dir=args.cache_dir,
-        device=args.device, progress=not args.no_progress, regime=args.regime, jobs=max(1, args.jobs),
+        device=args.device, progress=not args.no_progress, regime=args.regime, jobs=args.jobs,
         baselines=[b.strip() for b in args.baselines.split(",")] if args.baselines else None)
     if args.claim == "all":
         if args.regime is not None:

@@ -10,6 +10,7 @@ import argparse
 import time
 from pathlib import Path
 
+from harness.argtypes import positive_int
 from harness.audit.thresholds import NEAR_DUPLICATE_THRESHOLD
 from harness.checksplit.readers import FORMATS
 
@@ -31,7 +32,7 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--id-map", type=Path, metavar="CSV",
                    help="two columns, the split's case id and the dataset id it stands for, for tools that "
                         "renamed cases (e.g. nnU-Net's BRATS_001 -> BraTS20_Training_001)")
-    p.add_argument("--jobs", type=int, default=1, metavar="N",
+    p.add_argument("--jobs", type=positive_int, default=1, metavar="N",
                    help="decode worker processes for series not yet in the cache (default 1)")
     p.add_argument("--no-pixels", action="store_true",
                    help="ids only: skip decoding (no duplicate-image checks, no identity probe)")
@@ -44,7 +45,7 @@ def cmd_check_split(args: argparse.Namespace) -> int:
 
     result = check_split(args.data, args.splits, fmt=args.format, cache_dir=args.cache_dir,
                          near_threshold=args.near_threshold, layout=args.layout, pixels=not args.no_pixels,
-                         progress=not args.no_progress, id_map=args.id_map, jobs=max(1, args.jobs))
+                         progress=not args.no_progress, id_map=args.id_map, jobs=args.jobs)
     out = args.out or Path("reports") / "check-split" / time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     paths = write_outputs(result, out)
     print(f"check-split: {result.split.format} split {result.split.source}, {len(result.split.folds)} fold(s), "
