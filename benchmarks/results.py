@@ -651,8 +651,8 @@ def render_jobs(warmup: CommandResult, runs: list[JobsRun]) -> tuple[str, list[T
     parts = [
         "The grading suite (by default all its default baselines and protocols) on a warm cache: the "
         "cohort was generated and decoded by a warm-up run, and before each timed run the cached "
-        "folds and features (`<cache>/folds`, `<cache>/features`) were deleted, so every run fits "
-        "and scores every fold. Wall time around the whole command; peak RSS of the largest single "
+        "folds, features and embeddings (`<cache>/folds`, `<cache>/features`, `<cache>/embeddings`) "
+        "were deleted, so every run fits and scores every fold and extracts what it reads. Wall time around the whole command; peak RSS of the largest single "
         "process (from wait4). `--jobs 1`: one core, folds one at a time in-process with one "
         "torch/BLAS thread; `--jobs 2`: two worker processes, one thread each; `--jobs 1 "
         "--threads-per-job 2`: one process using both cores for torch (close to the old serial run).",
@@ -692,7 +692,7 @@ def jobs_section(tmp: Path, baselines: str | None = None) -> Section:
         for i, r in enumerate(runs):
             out = tmp / f"jobs-run{i}"
             out.mkdir(parents=True, exist_ok=True)
-            for sub in ("folds", "features"):
+            for sub in ("folds", "features", "embeddings"):  # every run extracts what it uses
                 shutil.rmtree(cache / sub, ignore_errors=True)
             argv = harness + ["run", "--suite", "grading", *chosen, *r.args, "--cache-dir", str(cache), "--out", str(out),
                               "--tracking-uri", f"sqlite:///{out}/mlflow.db"]
