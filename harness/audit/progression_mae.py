@@ -15,11 +15,11 @@ from typing import Any
 
 import pandas as pd
 
-from harness.tasks.progression_stages import grader_sentence
 from harness.audit import report as R
 from harness.audit.claims import CLAIMS
 from harness.audit.verdict import RULES, audit_record
 from harness.audit.inflation import beats, bootstrap, difference
+from harness.tasks.progression_stages import grader_sentence
 
 #: The paper's reported test MAE in months (capstone, section 10, "LSTM Results").
 PAPER_MAE_MONTHS = 0.02

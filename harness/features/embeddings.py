@@ -61,7 +61,6 @@ class EmbeddingCache:
                 entries[img] = self._load(data, img, tag)
             if int(z) not in entries[img]:
                 missing.append(pos)
-        n_missing = len(missing)
         if missing:
             with self._extraction_lock(tag):
                 # another fold may have stored these slices while this one waited
@@ -75,7 +74,7 @@ class EmbeddingCache:
                         touched.add(img)
                     for img in touched:
                         self._store(data, img, tag, entries[img])
-        self.n_read += len(rows) - n_missing
+        self.n_read += len(rows) - len(missing)  # what the cache served, in memory or on disk
         return np.stack([entries[img][int(z)] for img, z in zip(rows["image_id"], rows["slice_index"])])
 
     def _extraction_lock(self, tag: str) -> AbstractContextManager[None]:
@@ -130,13 +129,11 @@ class EmbeddingCache:
         return entry
 
     def _store(self, data: TaskData, image_id: str, tag: str, entry: dict[int, np.ndarray]) -> None:
+        """Write ``entry`` whole. Called under the extraction lock, after :meth:`_still_missing`
+        merged what other processes stored, so nothing on disk is lost by overwriting it."""
         path = self._path(data, image_id, tag)
         if path is None:
             return
-        if path.exists():  # another process may have added slices meanwhile: keep them
-            with np.load(path) as f:
-                for z, v in zip(f["z"], f["x"]):
-                    entry.setdefault(int(z), v)
         zs = np.array(sorted(entry), dtype=np.int64)
         xs = np.stack([entry[int(z)] for z in zs]).astype(np.float32)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -65,18 +65,19 @@ def _commonest_share(targets: Any) -> float:
 
 def grader_scores(grader: Any, train: TaskData, val: TaskData | None, seed: int) -> dict[str, str]:
     """The grader's accuracy on its own training slices (at most 1,000, drawn with
-    ``seed``) and on every slice of the held-out auxiliary patients, each beside the share
-    of the commonest grade on the same rows: the bar a constant answer clears.
+    ``seed``) beside the guard's trivial control (the training majority), and on every
+    slice of the held-out auxiliary patients beside the share of their commonest grade: the
+    bar a constant answer clears there.
 
     Why: the checkpoint is chosen on a validation subsample, so its best-epoch score alone
     cannot say whether the grader learned (training) and whether that carries to unseen
     patients (all validation slices).
     """
-    from harness.guard import guard_rows
+    from harness.guard import guard_rows, score_rows
 
     scored = train.subset(guard_rows(train.sample_ids, seed))
-    out = {"grader_train_accuracy": f"{float(np.mean(grader.predict(scored) == scored.y)):.3f}",
-           "grader_train_majority": f"{_commonest_share(scored.y):.3f}",
+    train_acc, train_trivial = score_rows("accuracy", grader, scored, train.y)
+    out = {"grader_train_accuracy": f"{train_acc:.3f}", "grader_train_majority": f"{train_trivial:.3f}",
            "grader_train_slices_scored": str(len(scored))}
     if val is not None and len(val):
         out.update({"grader_val_accuracy": f"{float(np.mean(grader.predict(val) == val.y)):.3f}",
