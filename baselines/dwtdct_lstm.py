@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from baselines.registry import Baseline, FitContext, register_baseline
+from baselines.registry import Baseline, FitContext, labels_from_proba, register_baseline
 from baselines.torch_inputs import class_weights, label_codes
 from baselines.torch_loop import LoopConfig, accuracy_metric, fit_model, make_loader, predict_batches, seed_everything
 from harness.features.dwtdct import DwtDctConfig, dwtdct_features
@@ -110,17 +110,22 @@ class DwtDctLstm(Baseline):
         self.device_ = ctx.device
         return self
 
-    def predict(self, data: TaskData) -> np.ndarray:
+    def predict_proba(self, data: TaskData) -> np.ndarray:
+        """Per series, the softmax of its windows' mean logits (what the label is the
+        argmax of), given to each of the series' rows."""
+        out = np.zeros((len(data), len(self.classes_)))
         if len(data) == 0:
-            return np.array([], dtype=object)
+            return out
         series = self._series(data)
         x, owner = self._windows(data)
-        logits = predict_batches(self.model_, x, batch_size=256, device=self.device_).numpy()
-        owner_arr = np.asarray(owner)
-        out = np.empty(len(data), dtype=object)
+        logits = predict_batches(self.model_, x, batch_size=256, device=self.device_).double()
+        owner_arr = torch.as_tensor(np.asarray(owner))
         for k, (_, idx, _) in enumerate(series):
-            out[idx] = self.classes_[int(logits[owner_arr == k].mean(axis=0).argmax())]
+            out[idx] = logits[owner_arr == k].mean(dim=0).softmax(0).numpy()
         return out
+
+    def predict(self, data: TaskData) -> np.ndarray:
+        return labels_from_proba(self.classes_, self.predict_proba(data))
 
     def explain_adapter(self, modalities=("T1", "T1post", "T2", "FLAIR"), dims: int = 3):
         """The fitted LSTM for ``harness.explain``: features, not pixels.

@@ -36,7 +36,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from baselines.registry import Baseline, FitContext, register_baseline
+from baselines.registry import Baseline, FitContext, labels_from_proba, register_baseline
 from harness.tasks import TaskData
 from harness.tasks.base import foreground_fraction
 
@@ -161,16 +161,22 @@ class EnhancementProbe(Baseline):
         self.mu_, self.sd_ = x.mean(), x.std(ddof=0).replace(0, 1.0).fillna(1.0)
         self.only_class_ = str(y.iloc[0]) if y.nunique() < 2 else None  # nothing to separate: predict it
         if self.only_class_ is not None:
+            self.classes_ = [self.only_class_]
             return self
         self.model_ = LogisticRegression(C=float(self.params["C"]), class_weight="balanced", max_iter=5000,
                                          random_state=ctx.seed)
         self.model_.fit(((x - self.mu_) / self.sd_).to_numpy(), y.to_numpy())
+        self.classes_ = list(self.model_.classes_)
         return self
 
-    def predict(self, data: TaskData) -> np.ndarray:
+    def predict_proba(self, data: TaskData) -> np.ndarray:
+        """The patient's class probabilities, given to each of its rows."""
         if self.only_class_ is not None:
-            return np.full(len(data.samples), self.only_class_, dtype=object)
+            return np.ones((len(data.samples), 1))
         feats = self._patient_features(data).reindex(columns=self.columns_).fillna(self.fill_)
-        labels = self.model_.predict(((feats - self.mu_) / self.sd_).to_numpy())
-        pred = pd.Series(labels, index=feats.index)
-        return pred.reindex(data.samples["patient_id"].astype(str)).to_numpy(dtype=object)
+        proba = pd.DataFrame(self.model_.predict_proba(((feats - self.mu_) / self.sd_).to_numpy()),
+                             index=feats.index)
+        return proba.reindex(data.samples["patient_id"].astype(str)).to_numpy(dtype=float)
+
+    def predict(self, data: TaskData) -> np.ndarray:
+        return labels_from_proba(self.classes_, self.predict_proba(data))

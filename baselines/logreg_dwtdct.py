@@ -13,7 +13,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from baselines.registry import Baseline, FitContext, register_baseline
+from baselines.registry import Baseline, FitContext, labels_from_proba, register_baseline
 from harness.features.dwtdct import DwtDctConfig, dwtdct_features
 from harness.features.store import FeatureStore
 from harness.tasks import TaskData
@@ -50,10 +50,14 @@ class LogRegDwtDct(Baseline):
             ),
         )
         self.model_.fit(x, train.y.astype(str))
+        self.classes_ = list(self.model_.classes_)
         return self
 
+    def predict_proba(self, data: TaskData) -> np.ndarray:
+        return self.model_.predict_proba(self._features(data))
+
     def predict(self, data: TaskData) -> np.ndarray:
-        return self.model_.predict(self._features(data)).astype(object)
+        return labels_from_proba(self.classes_, self.predict_proba(data))
 
     def _features(self, data: TaskData) -> np.ndarray:
         config = dwtdct_config_from(self.params)

@@ -2,6 +2,9 @@
 
 A baseline follows scikit-learn's fit/predict contract: ``fit(train, val, ctx)`` returns
 ``self`` and ``predict(data)`` returns one prediction per sample of ``data``, in order.
+A classifier that can say how sure it is also implements ``predict_proba`` (one row of
+class probabilities per sample, columns in ``classes_`` order); the runner then writes the
+probabilities beside the labels and the patient-level metrics average them.
 """
 
 from __future__ import annotations
@@ -100,6 +103,18 @@ class Baseline(ABC):
     @abstractmethod
     def predict(self, data: "TaskData") -> np.ndarray:
         """One prediction per sample: class labels (as in ``data.classes``) or values."""
+
+    def predict_proba(self, data: "TaskData") -> np.ndarray | None:
+        """Class probabilities, shape (len(data), len(self.classes_)), or None for a model
+        that gives labels only (the default; its patients are then scored by a vote)."""
+        return None
+
+
+def labels_from_proba(classes: list, proba: np.ndarray) -> np.ndarray:
+    """The most probable class of each row (ties: the first in ``classes`` order)."""
+    if not len(proba):
+        return np.array([], dtype=object)
+    return np.array([classes[i] for i in np.asarray(proba).argmax(axis=1)], dtype=object)
 
 
 _REGISTRY: dict[str, type[Baseline]] = {}

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from baselines.registry import Baseline, FitContext, register_baseline
+from baselines.registry import Baseline, FitContext, labels_from_proba, register_baseline
 from baselines.timm_backbone import create_backbone, resolve_weights
 from baselines.torch_inputs import (
     ImageNetInput, class_weights, label_codes, slice_tensor, subsample, weights_file,
@@ -89,15 +89,18 @@ class ResNet18Grader(Baseline):
         self.device_ = ctx.device
         return self
 
-    def predict(self, data: TaskData) -> np.ndarray:
+    def predict_proba(self, data: TaskData) -> np.ndarray:
+        """Softmax of the network's logits per slice, columns in ``classes_`` order."""
         if len(data) == 0:
-            return np.array([], dtype=object)
+            return np.zeros((0, len(self.classes_)))
         out = []
         for start in range(0, len(data), 512):
             x = slice_tensor(data, self.params["image_size"], data.samples.iloc[start:start + 512])
-            out.append(predict_batches(self.model_, x, batch_size=128, device=self.device_).argmax(1))
-        codes = torch.cat(out).numpy()
-        return np.array([self.classes_[i] for i in codes], dtype=object)
+            out.append(predict_batches(self.model_, x, batch_size=128, device=self.device_).softmax(1))
+        return torch.cat(out).double().numpy()
+
+    def predict(self, data: TaskData) -> np.ndarray:
+        return labels_from_proba(self.classes_, self.predict_proba(data))
 
     def explain_adapter(self, modalities=("T1", "T1post", "T2", "FLAIR"), dims: int = 2):
         """The fitted network for ``harness.explain``: grey slices of ``modalities``.

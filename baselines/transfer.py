@@ -23,7 +23,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from baselines.registry import Baseline, FitContext, register_baseline
+from baselines.clinical import ClinicalEncoding
+from baselines.registry import Baseline, FitContext, labels_from_proba, register_baseline
 from baselines.timm_backbone import create_backbone, resolve_weights
 from baselines.torch_inputs import (
     ImageNetInput, class_weights, label_codes, slice_tensor, subsample, three_cuts, unit_resize, weights_file,
@@ -33,7 +34,6 @@ from harness.errors import HarnessError
 from harness.features.embeddings import EmbeddingCache
 from harness.tasks import TaskData
 
-RESECTION_LEVELS = ("GTR", "STR")
 #: ``pool`` parameter -> timm ``global_pool``: the paper's global average pooling, or
 #: average and max pooling concatenated (a small lesion is not averaged away).
 POOLS = {"avg": "avg", "avgmax": "catavgmax"}
@@ -137,20 +137,13 @@ class TimmTransfer(Baseline):
                                                align_corners=False, antialias=True)
 
     def _tabular(self, rows: pd.DataFrame, fit: bool = False) -> torch.Tensor:
-        """Age (standardised on training rows, missing -> training mean plus a flag) and
-        extent of resection one-hot (GTR, STR; NA is neither)."""
+        """The clinical inputs fused after pooling (``baselines.clinical``: age standardised
+        on the training rows, a missing-age flag, extent of resection one-hot)."""
         if not self.params["tabular"] or "age" not in rows.columns:
             return torch.zeros((len(rows), 0))
-        age = pd.to_numeric(rows["age"], errors="coerce").to_numpy(dtype=float)
         if fit:
-            known = age[np.isfinite(age)]
-            self.age_mu_ = float(known.mean()) if len(known) else 0.0
-            self.age_sd_ = float(known.std()) + 1e-6 if len(known) else 1.0
-        missing = ~np.isfinite(age)
-        z = np.where(missing, 0.0, (age - self.age_mu_) / self.age_sd_)
-        eor = rows.get("extent_of_resection", pd.Series(["NA"] * len(rows))).astype(str).to_numpy()
-        cols = [z, missing.astype(float)] + [(eor == lvl).astype(float) for lvl in RESECTION_LEVELS]
-        return torch.tensor(np.stack(cols, axis=1), dtype=torch.float32)
+            self.clinical_ = ClinicalEncoding.fit(rows)
+        return torch.tensor(self.clinical_.transform(rows), dtype=torch.float32)
 
     # -- fit / predict -------------------------------------------------------------------
     def fit(self, train: TaskData, val: TaskData | None, ctx: FitContext) -> "TimmTransfer":
@@ -229,13 +222,16 @@ class TimmTransfer(Baseline):
             raise HarnessError(f"{self.name}: embed() needs a frozen backbone (freeze_backbone = true)")
         return self._inputs(data, data.samples, scaled=False).numpy()
 
-    def predict(self, data: TaskData) -> np.ndarray:
+    def predict_proba(self, data: TaskData) -> np.ndarray:
+        """Softmax of the head's logits per sample, columns in ``classes_`` order."""
         if len(data) == 0:
-            return np.array([], dtype=object)
+            return np.zeros((0, len(self.classes_)))
         x, tab = self._inputs(data, data.samples), self._tabular(data.samples)
         model = self.net_.head if self.frozen_ else self.net_
-        codes = predict_batches(model, x, tab, batch_size=64, device=self.device_).argmax(1).numpy()
-        return np.array([self.classes_[i] for i in codes], dtype=object)
+        return predict_batches(model, x, tab, batch_size=64, device=self.device_).softmax(1).double().numpy()
+
+    def predict(self, data: TaskData) -> np.ndarray:
+        return labels_from_proba(self.classes_, self.predict_proba(data))
 
     # -- explain -------------------------------------------------------------------------
     def explain_adapter(self, modalities=("T1", "T1post", "T2", "FLAIR"), dims: int = 2,

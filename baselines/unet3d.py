@@ -168,7 +168,9 @@ class UNet3DBaseline(Baseline):
         self.history = history
         return self
 
-    def predict_proba(self, data: Any, device: str = "cpu") -> list[np.ndarray]:
+    # Per-voxel probabilities of each case (segmentation), not the row classifiers' contract:
+    # the runner asks only classification baselines for class probabilities.
+    def predict_proba(self, data: Any, device: str = "cpu") -> list[np.ndarray]:  # type: ignore[override]
         from harness.segmentation.training import predict_probabilities
 
         if self.model is None:

@@ -1,3 +1,3 @@
 """Reproducible benchmark and audit harness for brain-tumour MRI models."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -29,12 +29,13 @@ import pandas as pd
 from harness.hashing import json_digest
 from harness.predictions import pooled_predictions_path, read_prediction_file
 from baselines import Baseline, FitContext, create_baseline
+from baselines.registry import labels_from_proba
 from harness import __version__
 from harness.atomic import atomic_write
 from harness.console import log
 from harness.errors import HarnessError
 from harness.guard import FoldGuard, RunGuard, fold_guard, is_trivial_control, run_guard
-from harness.metrics import MetricEstimate, compute_metric, estimate
+from harness.metrics import PROBA_PREFIX, MetricEstimate, compute_metric, estimate, proba_column
 from harness.parallel import limit_threads
 from harness.splits import Fold, SplitManifest
 from harness.tasks import TaskData
@@ -140,8 +141,9 @@ class RowScorer:
         return read_prediction_file(path, self.task.target_kind)
 
     def fold_metrics(self, frame: pd.DataFrame) -> dict[str, float]:
+        proba = frame[[c for c in frame.columns if str(c).startswith(PROBA_PREFIX)]]
         return {m: compute_metric(m, frame["y_true"].to_numpy(), frame["y_pred"].to_numpy(), self.task.classes,
-                                  frame["patient_id"].to_numpy())
+                                  frame["patient_id"].to_numpy(), proba=proba if proba.shape[1] else None)
                 for m in self.metrics}
 
     def estimates(self, frames: list[pd.DataFrame], *, n_boot: int, seed: int) -> list[MetricEstimate]:
@@ -158,7 +160,10 @@ def fit_predict_fold(
     test = data.subset(fold.test)
     started = time.perf_counter()
     baseline.fit(train, val, ctx)
-    y_pred = np.asarray(baseline.predict(test))
+    proba = baseline.predict_proba(test) if data.target_kind == "classification" else None
+    probabilities = None if proba is None else proba_frame(baseline, proba, len(test))
+    y_pred = np.asarray(baseline.predict(test) if proba is None
+                        else labels_from_proba(list(getattr(baseline, "classes_")), proba))
     if len(y_pred) != len(test):
         raise HarnessError(
             f"baseline {baseline.name!r} returned {len(y_pred)} predictions for {len(test)} samples"
@@ -173,7 +178,23 @@ def fit_predict_fold(
             "y_pred": y_pred,
         }
     )
+    if probabilities is not None:
+        frame = pd.concat([frame, probabilities], axis=1)
     return frame, seconds
+
+
+def proba_frame(baseline: Baseline, proba: np.ndarray, n_rows: int) -> pd.DataFrame:
+    """A classifier's probabilities as ``proba:<class>`` columns, checked: one row per
+    test sample, one column per class in ``classes_``, finite values in [0, 1]."""
+    classes = list(getattr(baseline, "classes_", []))
+    values = np.asarray(proba, dtype=np.float64)
+    where = f"baseline {baseline.name!r} predict_proba"
+    if values.shape != (n_rows, len(classes)):
+        raise HarnessError(f"{where} returned shape {values.shape}; expected ({n_rows}, {len(classes)}): "
+                           "one row per sample, one column per class in classes_")
+    if not np.isfinite(values).all() or (values < 0).any() or (values > 1 + 1e-6).any():
+        raise HarnessError(f"{where} returned values outside [0, 1] or not finite")
+    return pd.DataFrame(values, columns=[proba_column(c) for c in classes])
 
 
 def run_fold_job(job: FoldJob, data: TaskData) -> FoldOutcome:

@@ -12,12 +12,20 @@ Point estimates equal scikit-learn's (``accuracy_score``, ``balanced_accuracy_sc
 ``root_mean_squared_error``, ``r2_score``).
 
 Patient-level metrics (``patient_accuracy``, ``patient_balanced_accuracy``,
-``patient_macro_f1``) first reduce each patient's test rows of a fold to one vote: the
-most frequent predicted class (ties: the first tied class in class order), against the
-patient's true label (its most frequent label, same tie rule, if the rows disagree).
+``patient_macro_f1``) first reduce each patient's test rows of a fold to one prediction,
+against the patient's true label (its most frequent label if the rows disagree; ties: the
+first tied class in class order):
+
+- when the rows carry class probabilities (``proba:<class>`` columns, written for every
+  model with ``predict_proba``), the class of highest mean probability over the rows
+  (scikit-learn's soft voting);
+- otherwise a vote: the most frequent predicted class (same tie rule).
+
 Why: with every head slice sampled most slices show no tumour, which caps slice-level
-scores even for a perfect reader of tumour slices; a clinician grades the patient. Each
-patient is then one confusion-matrix entry, so the same patient bootstrap applies.
+scores even for a perfect reader of tumour slices; a clinician grades the patient. The
+mean probability lets a few confident tumour slices outweigh many unsure tumour-free
+ones, which a vote of labels cannot. Each patient is then one confusion-matrix entry,
+so the same patient bootstrap applies.
 """
 
 from __future__ import annotations
@@ -38,6 +46,10 @@ PATIENT_METRICS: tuple[str, ...] = tuple(f"patient_{m}" for m in CLASSIFICATION_
 CONFUSION_METRICS: tuple[str, ...] = CLASSIFICATION_METRICS + PATIENT_METRICS
 REGRESSION_METRICS: tuple[str, ...] = ("mae", "rmse", "r2")
 FOLD_COLUMNS: tuple[str, ...] = ("patient_id", "y_true", "y_pred")
+#: Prefix of a predictions column holding one class's probability, e.g. ``proba:IV``.
+PROBA_PREFIX = "proba:"
+SOFT_VOTE_NOTE = "patient prediction: the class of highest mean probability over the patient's rows"
+VOTE_NOTE = "patient prediction: a vote of the patient's row labels (the model gives no probabilities)"
 
 
 @dataclass
@@ -132,6 +144,31 @@ def _resolve_classes(frames: Sequence[pd.DataFrame], classes: Sequence | None) -
     return np.asarray(ordered, dtype=object)
 
 
+def proba_column(label: object) -> str:
+    """The predictions column holding the probability of class ``label``."""
+    return f"{PROBA_PREFIX}{label}"
+
+
+def class_probabilities(frame: pd.DataFrame, classes: Sequence | np.ndarray) -> np.ndarray | None:
+    """The rows' class probabilities (N, C) in ``classes`` order (0 for a class the model
+    never saw), or None when the frame has no ``proba:`` columns or some row lacks them."""
+    cols = [c for c in frame.columns if str(c).startswith(PROBA_PREFIX)]
+    if not cols:
+        return None
+    values = frame[cols].to_numpy(dtype=np.float64)
+    if not np.isfinite(values).any(axis=1).all():
+        return None  # some row has no probabilities at all
+    values = np.where(np.isfinite(values), values, 0.0)  # folds pooled: a class one model never saw
+    index = {str(c): i for i, c in enumerate(classes)}
+    unknown = sorted(str(c)[len(PROBA_PREFIX):] for c in cols if str(c)[len(PROBA_PREFIX):] not in index)
+    if unknown:
+        raise HarnessError(f"probabilities given for classes {unknown} that are not among {list(classes)}")
+    out = np.zeros((len(frame), len(classes)))
+    for j, col in enumerate(cols):
+        out[:, index[str(col)[len(PROBA_PREFIX):]]] = values[:, j]
+    return out
+
+
 def _patient_stats(
     name: str, frame: pd.DataFrame, classes: np.ndarray | None
 ) -> np.ndarray:
@@ -146,7 +183,10 @@ def _patient_stats(
         flat = np.bincount(patient * c * c + t * c + p, minlength=n_pat * c * c)
         rows = flat.reshape(n_pat, c * c).astype(np.float64)
         if name in PATIENT_METRICS:
-            return _votes_one_hot(rows, c)
+            proba = class_probabilities(frame, classes)
+            if proba is None:
+                return _votes_one_hot(rows, c)
+            return _one_hot(rows, _soft_votes(patient, n_pat, proba), c)
         return rows
     y = frame["y_true"].to_numpy(dtype=np.float64)
     e = frame["y_pred"].to_numpy(dtype=np.float64) - y
@@ -163,26 +203,39 @@ def _votes_one_hot(rows: np.ndarray, c: int) -> np.ndarray:
     ``argmax`` returns the first maximum, so ties go to the first class in class order:
     deterministic, and documented in the module docstring.
     """
-    cm = rows.reshape(-1, c, c)
-    truth = cm.sum(axis=2).argmax(axis=1)  # most frequent true label
-    vote = cm.sum(axis=1).argmax(axis=1)  # most frequent predicted label
-    out = np.zeros((len(cm), c * c))
-    out[np.arange(len(cm)), truth * c + vote] = 1.0
+    vote = rows.reshape(-1, c, c).sum(axis=1).argmax(axis=1)  # most frequent predicted label
+    return _one_hot(rows, vote, c)
+
+
+def _soft_votes(patient: np.ndarray, n_pat: int, proba: np.ndarray) -> np.ndarray:
+    """Each patient's class of highest mean probability over its rows (ties: first class)."""
+    sums = np.stack([np.bincount(patient, weights=proba[:, k], minlength=n_pat)
+                     for k in range(proba.shape[1])], axis=1)
+    return sums.argmax(axis=1)
+
+
+def _one_hot(rows: np.ndarray, predicted: np.ndarray, c: int) -> np.ndarray:
+    """One (true, predicted) confusion entry per patient; the truth is the patient's most
+    frequent row label."""
+    truth = rows.reshape(-1, c, c).sum(axis=2).argmax(axis=1)
+    out = np.zeros((len(rows), c * c))
+    out[np.arange(len(rows)), truth * c + predicted] = 1.0
     return out
 
 
 def patient_votes(frame: pd.DataFrame, classes: Sequence | None = None) -> pd.DataFrame:
-    """One row per patient of one fold: its vote, its label, its rows, and whether its
-    rows disagree on the label (then the most frequent label is used)."""
+    """One row per patient of one fold: its prediction (mean probability where the rows
+    carry probabilities, else a vote), its label, its rows, and whether its rows disagree
+    on the label (then the most frequent label is used)."""
     _check_frame(frame, "predictions")
     cls = _resolve_classes([frame], classes)
     c = len(cls)
-    rows = _patient_stats("accuracy", frame, cls).reshape(-1, c, c)
-    truth_counts = rows.sum(axis=2)
+    entries = _patient_stats("patient_accuracy", frame, cls).reshape(-1, c, c)
+    truth_counts = _patient_stats("accuracy", frame, cls).reshape(-1, c, c).sum(axis=2)
     return pd.DataFrame({
         "patient_id": np.sort(frame["patient_id"].unique()),
         "y_true": cls[truth_counts.argmax(axis=1)],
-        "y_pred": cls[rows.sum(axis=1).argmax(axis=1)],
+        "y_pred": cls[entries.sum(axis=1).argmax(axis=1)],
         "n_rows": truth_counts.sum(axis=1).astype(int),
         "label_mixed": (truth_counts > 0).sum(axis=1) > 1,
     })
@@ -217,17 +270,21 @@ def _check_frame(frame: pd.DataFrame, where: str) -> None:
 
 def compute_metric(
     name: str, y_true: Sequence, y_pred: Sequence, classes: Sequence | None = None,
-    patient_ids: Sequence | None = None,
+    patient_ids: Sequence | None = None, proba: pd.DataFrame | None = None,
 ) -> float:
     """One metric on one set of predictions (same value as scikit-learn).
 
-    Patient-level metrics need ``patient_ids`` (one per row) to form the votes.
+    Patient-level metrics need ``patient_ids`` (one per row) to form each patient's
+    prediction; ``proba`` (the rows' ``proba:<class>`` columns, if the model gave them)
+    makes it the class of highest mean probability instead of a vote.
     """
     _check_name(name)
     if name in PATIENT_METRICS and patient_ids is None:
         raise HarnessError(f"metric {name!r} needs the patient id of every row")
     pid = 0 if patient_ids is None else list(patient_ids)
     frame = pd.DataFrame({"patient_id": pid, "y_true": list(y_true), "y_pred": list(y_pred)})
+    if proba is not None and name in PATIENT_METRICS:
+        frame = pd.concat([frame, proba.reset_index(drop=True)], axis=1)
     _check_frame(frame, "predictions")
     cls = _resolve_classes([frame], classes) if name in CONFUSION_METRICS else None
     stats = _patient_stats(name, frame, cls).sum(axis=0)
@@ -292,8 +349,18 @@ def estimate(
         n_samples=int(sum(len(f) for f in folds)),
         n_folds=len(folds),
         fold_values=fold_values,
-        notes=_mixed_label_note(folds) if name in PATIENT_METRICS else [],
+        notes=_mixed_label_note(folds) + _aggregation_note(folds, cls) if name in PATIENT_METRICS else [],
     )
+
+
+def _aggregation_note(folds: Sequence[pd.DataFrame], classes: np.ndarray | None) -> list[str]:
+    """How each patient's prediction was formed: mean probability, vote, or some of each."""
+    soft = [class_probabilities(f, classes) is not None for f in folds] if classes is not None else [False]
+    if all(soft):
+        return [SOFT_VOTE_NOTE]
+    if not any(soft):
+        return [VOTE_NOTE]
+    return [f"{SOFT_VOTE_NOTE} in {sum(soft)} fold(s); {VOTE_NOTE.removeprefix('patient prediction: ')} in the others"]
 
 
 def _pooled_stats(name: str, folds: list[pd.DataFrame], classes: np.ndarray | None) -> np.ndarray:

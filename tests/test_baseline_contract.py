@@ -6,6 +6,8 @@ each task it claims, on a tiny cohort of that task:
 
 - ``fit`` returns the estimator and ``predict`` gives one value per test sample, in the
   training classes for classification, finite for regression;
+- a classifier's ``predict_proba``, where it gives one, has a row per sample summing to 1,
+  a column per class in ``classes_``, and its argmax is ``predict``;
 - the same seed gives the same predictions (determinism on CPU);
 - ``get_params`` round-trips through ``create_baseline`` (same resolved parameters);
 - unknown parameters are refused when the baseline is built.
@@ -138,6 +140,11 @@ def test_fit_predict_is_deterministic(name: str, task: str, task_splits: dict[st
         assert all(p.shape == c.labels.shape for p, c in zip(pred, test))
     elif train.target_kind == "classification":
         assert set(map(str, pred)) <= set(map(str, train.classes or set(train.y)))
+        proba = model.predict_proba(test)
+        if proba is not None:  # sklearn's contract: rows of probabilities, argmax = predict
+            assert proba.shape == (len(test), len(model.classes_))
+            assert np.allclose(proba.sum(axis=1), 1.0) and (proba >= 0).all()
+            assert [str(model.classes_[i]) for i in proba.argmax(axis=1)] == list(map(str, pred))
     else:
         assert np.isfinite(pred.astype(float)).all()
     _, again, _ = _fit_predict(name, task, task_splits)

@@ -140,7 +140,7 @@ def test_reports_withhold_comparisons_from_the_untrained_model(guarded_run):
     reports = tmp / "out" / "reports"
     leak = (reports / "leakage.md").read_text()
     assert f"inflation not computed: {UNTRAINED} did not learn" in leak
-    assert "one vote per patient and fold (patient_accuracy)" in leak
+    assert "one prediction per patient and fold (patient_accuracy)" in leak
     over = (reports / "overfitting.md").read_text()
     assert f"{UNTRAINED} | patient_kfold: did not learn" in over and "Rule: a fold did not learn" in over
     audit = json.loads((reports / "audit.json").read_text())["variants"][""]

@@ -1,4 +1,5 @@
-"""Patient-level metrics: one vote per patient and fold, scored and bootstrapped by patient."""
+"""Patient-level metrics: one prediction per patient and fold (mean probability where the
+rows carry probabilities, else a vote), scored and bootstrapped by patient."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
 from harness.audit.inflation import bootstrap
 from harness.errors import HarnessError
-from harness.metrics import compute_metric, estimate, patient_votes
+from harness.metrics import SOFT_VOTE_NOTE, VOTE_NOTE, compute_metric, estimate, patient_votes, proba_column
 
 CLASSES = ["II", "III", "IV"]
 
@@ -96,3 +97,53 @@ def test_mixed_labels_use_the_mode_and_say_so():
 def test_patient_metric_needs_patient_ids():
     with pytest.raises(HarnessError, match="patient id"):
         compute_metric("patient_accuracy", ["II"], ["II"], CLASSES)
+
+
+def _with_proba(frame: pd.DataFrame, proba: np.ndarray, classes=CLASSES) -> pd.DataFrame:
+    cols = pd.DataFrame(proba, columns=[proba_column(c) for c in classes])
+    return pd.concat([frame.reset_index(drop=True), cols], axis=1)
+
+
+def test_mean_probability_lets_confident_rows_outweigh_a_majority_of_unsure_ones():
+    """Patient e: two unsure rows lean II, one sure row says IV; the vote says II, the mean
+    probability IV (II 0.283, III 0.25, IV 0.467). Truth IV."""
+    f = pd.DataFrame({"patient_id": ["e"] * 3, "y_true": ["IV"] * 3, "y_pred": ["II", "II", "IV"]})
+    proba = np.array([[0.40, 0.35, 0.25], [0.40, 0.35, 0.25], [0.05, 0.05, 0.90]])
+    soft = _with_proba(f, proba)
+    assert patient_votes(f, CLASSES)["y_pred"].tolist() == ["II"]
+    assert patient_votes(soft, CLASSES)["y_pred"].tolist() == ["IV"]
+    kw = dict(classes=CLASSES, patient_ids=f["patient_id"])
+    assert compute_metric("patient_accuracy", f["y_true"], f["y_pred"], **kw) == 0.0
+    assert compute_metric("patient_accuracy", f["y_true"], f["y_pred"], **kw,
+                          proba=soft.filter(like="proba:")) == 1.0
+    # the row metrics do not use the probabilities
+    assert compute_metric("accuracy", f["y_true"], f["y_pred"], CLASSES) == pytest.approx(1 / 3)
+    assert estimate("patient_accuracy", [soft], classes=CLASSES, n_boot=20).notes == [SOFT_VOTE_NOTE]
+    assert estimate("patient_accuracy", [f], classes=CLASSES, n_boot=20).notes == [VOTE_NOTE]
+    mixed = estimate("patient_accuracy", [soft, f], classes=CLASSES, n_boot=20).notes
+    assert len(mixed) == 1 and "in 1 fold(s)" in mixed[0]
+
+
+def test_mean_probability_equals_sklearn_on_patient_means():
+    """The patient prediction is the argmax of the patient's mean probability row, scored
+    like scikit-learn scores one row per patient; a class the model never saw counts 0."""
+    rng = np.random.default_rng(7)
+    pid = rng.choice([f"p{i}" for i in range(25)], 200)
+    truth = {p: rng.choice(CLASSES) for p in np.unique(pid)}
+    y = np.array([truth[p] for p in pid])
+    seen = ["II", "IV"]  # this model never saw III
+    proba = rng.dirichlet([1.0, 1.0], size=len(y))
+    f = pd.DataFrame({"patient_id": pid, "y_true": y, "y_pred": np.array(seen)[proba.argmax(1)]})
+    soft = _with_proba(f, proba, seen)
+    means = pd.DataFrame(proba, columns=seen).groupby(pid).mean()
+    expected_pred = means.idxmax(axis=1)
+    expected_true = pd.Series(truth).loc[means.index]
+    got = compute_metric("patient_balanced_accuracy", y, f["y_pred"], CLASSES, pid, proba=soft.filter(like="proba:"))
+    assert got == pytest.approx(balanced_accuracy_score(expected_true, expected_pred))
+    assert patient_votes(soft, CLASSES)["y_pred"].tolist() == expected_pred.tolist()
+
+
+def test_probabilities_for_an_unknown_class_are_refused():
+    f = _with_proba(HAND.iloc[:2], np.array([[1.0], [1.0]]), ["V"])
+    with pytest.raises(HarnessError, match="not among"):
+        estimate("patient_accuracy", [f], classes=CLASSES, n_boot=10)

@@ -200,7 +200,7 @@ def leakage_report(suite_name: str, audits: list[VariantAudit], summary: dict,
         if not a.inflation.empty:
             s.tables.append(("", a.inflation.drop(columns=["metric"])))
         if not a.patient_inflation.empty:
-            s.tables.append((f"The same with one vote per patient and fold ({a.patient_metric})",
+            s.tables.append((f"The same with one prediction per patient and fold ({a.patient_metric})",
                              a.patient_inflation.drop(columns=["metric"])))
         rows = [{**r, "baseline": r["baseline"] + (" (did not learn)" if r.get("did_not_learn") else "")}
                 for r in _metric_rows(summary, a.variant, a.metric)]
