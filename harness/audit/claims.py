@@ -80,13 +80,17 @@ CLAIMS: dict[str, Claim] = {c.name: c for c in (
           "4 modality images are separate samples), BraTS 2020",
           suite="survival", baseline="efficientnet_lite0", metric="macro_f1", reported=0.97, target="grade",
           paper_protocol="image_level", honest_protocols=("patient_kfold",),
-          trivial_baselines=("majority", "patient_memorizer"), positive_control="enhancement_probe"),
+          trivial_baselines=("majority", "patient_memorizer", "clinical_only"), positive_control="enhancement_probe",
+          notes=("clinical_only reads only the clinical inputs the paper fused with the image (age, extent of "
+                 "resection). BraTS 2020 gives them for HGG patients only, so an empty resection field points to "
+                 "LGG under any split: a fused model's honest score may come from the table, not the image.",)),
     Claim("valbuena-survival-accuracy", VALBUENA,
           "Survival class (< 1 year / 1-5 years / > 5 years): 65% accuracy, same split; LGG survival labels "
           "randomly imputed, configuration chosen on the test score",
           suite="survival", baseline="efficientnet_lite0", metric="accuracy", reported=0.65, target="survival_class",
           paper_protocol="image_level", honest_protocols=("patient_kfold",),
-          trivial_baselines=("majority", "patient_memorizer"), real_labels=True, test_selection=True,
+          trivial_baselines=("majority", "patient_memorizer", "clinical_only"), real_labels=True,
+          test_selection=True,
           notes=("The LGG survival labels are imputed at random (see the label-provenance section of the "
                  "suite's leakage report).",)),
 )}

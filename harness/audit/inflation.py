@@ -24,8 +24,9 @@ from harness.metrics import (
     _resolve_classes,
 )
 
-#: Baselines that ignore the images or can only memorise: what "no skill" looks like.
-CONTROL_BASELINES: tuple[str, ...] = ("mean", "median", "majority", "patient_memorizer")
+#: Baselines that ignore the images or can only memorise: what "no skill" looks like
+#: (``clinical_only`` reads the clinical table alone: what it gives without an image).
+CONTROL_BASELINES: tuple[str, ...] = ("mean", "median", "majority", "patient_memorizer", "clinical_only")
 LOWER_IS_BETTER: frozenset[str] = frozenset({"mae", "rmse"})
 
 
