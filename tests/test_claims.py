@@ -178,3 +178,14 @@ def test_audit_jobs_reach_the_suite_run(monkeypatch, tmp_path):
     with pytest.raises(Stop):
         main(["audit", "fasihi-dwtdct-accuracy", "--tracking-uri", "none", "--out", str(tmp_path)])
     assert seen["jobs"] == 1
+
+
+def test_report_calls_only_input_blind_predictors_trivial():
+    from harness.audit.claim_audit import _rows
+    claim = CLAIMS["valbuena-grade-f1"]
+    summary = {"results": [{"baseline": b, "protocol": p, "metric": claim.metric, "mean": 0.5, "ci95": [0.4, 0.6]}
+                           for b in (claim.baseline, *claim.trivial_baselines)
+                           for p in (claim.paper_protocol, *claim.honest_protocols)]}
+    roles = _rows(audit_record(claim, summary)).groupby("baseline")["role"].first().to_dict()
+    assert roles == {claim.baseline: "paper protocol", "majority": "trivial",
+                     "patient_memorizer": "control", "clinical_only": "control"}

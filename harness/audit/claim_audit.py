@@ -21,6 +21,7 @@ from harness.audit.claims import CLAIMS, Claim
 from harness.audit.verdict import RULES, audit_record
 from harness.console import log
 from harness.errors import HarnessError
+from harness.guard import TRIVIAL_CONTROLS
 from harness.paths import default_cache_dir
 
 
@@ -207,13 +208,21 @@ def _provenance_section(record: dict[str, Any]) -> R.Section | None:
     return s
 
 
+def _control_role(baseline: str) -> str:
+    """'trivial' for the predictors that ignore the inputs (majority, mean); 'control' for the
+    other comparison models of ``Claim.trivial_baselines`` (the memoriser, the clinical table
+    alone), which do read something and are not trivial."""
+    return "trivial" if baseline in TRIVIAL_CONTROLS else "control"
+
+
 def _rows(record: dict[str, Any]) -> pd.DataFrame:
     rows = []
     for role, entries in (("paper protocol", [record["paper_protocol"]]), ("honest", record["honest"]),
                           ("trivial", record["trivial"])):
         for e in entries:
             lo, hi = e["ci95"]
-            rows.append({"role": role, "baseline": e["baseline"], "protocol": e["protocol"],
+            rows.append({"role": _control_role(e["baseline"]) if role == "trivial" else role,
+                         "baseline": e["baseline"], "protocol": e["protocol"],
                          "mean": R.fmt(e["mean"]), "95% CI": R.fmt((lo, hi)) if lo is not None else "n/a",
                          "did not learn": "yes" if e["did_not_learn"] else ""})
     return pd.DataFrame(rows)
