@@ -1,7 +1,14 @@
-"""Where a result came from: git commit and package versions, for run tags."""
+"""Where a result came from: git commit, package versions and the machine, for run tags
+and ``summary.json``.
+
+Why the machine: the same seed, config and packages give bit-identical metrics on one
+machine, but a network trained on another CPU (other SIMD kernels, other float sums) can
+end elsewhere; without the CPU on record a reader cannot tell such a difference from a
+change in the code (docs/parallel.md, "Across machines")."""
 
 from __future__ import annotations
 
+import platform
 import subprocess
 from importlib import metadata
 from pathlib import Path
@@ -47,3 +54,29 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return versions
+
+
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name (Linux ``/proc/cpuinfo``), else what ``platform`` knows."""
+    try:
+        for line in cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def environment() -> dict[str, object]:
+    """What a run's numbers depend on besides its config: code, packages, interpreter, machine."""
+    import os
+
+    return {
+        "git_commit": git_commit(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "packages": package_versions(),
+    }

@@ -49,7 +49,7 @@ from harness.folds import (
 from harness.guard import RunGuard, guard_metric
 from harness.metrics import MetricEstimate
 from harness.parallel import CachedVolumes, make_executor, materialize_volumes, run_jobs
-from harness.provenance import git_commit, package_versions
+from harness.provenance import cpu_model, environment, git_commit, package_versions
 from harness.run_result import PreparedData, RunResult
 from harness.splits import (
     Fold,
@@ -514,6 +514,7 @@ def _run_suite(suite: SuiteConfig, opts: RunOptions) -> RunResult:
         "seed": str(seed),
         "profile": opts.profile,
         **{f"version.{k}": v for k, v in package_versions().items()},
+        "machine.cpu": cpu_model(),
     }
     result = RunResult(out_dir=out_dir, summary={})
     result.failures += list(data.extra.get("failures", []))
@@ -576,6 +577,7 @@ def _run_suite(suite: SuiteConfig, opts: RunOptions) -> RunResult:
         summary["stages"] = {"tags": data.stage_tags,
                              "files": [str(p.relative_to(out_dir)) for p in data.stage_files]}
     summary["seconds"] = round(time.perf_counter() - started, 1)
+    summary["environment"] = environment()
     write_json(summary, out_dir / "summary.json")
     result.summary = summary
     _task_reports(task, suite, opts, data, all_manifests, plans, tracker, result, seed)

@@ -43,6 +43,8 @@ def test_mlflow_parent_per_baseline_protocol_and_nested_fold_runs(tiny_rembrandt
         assert tags["dataset_fingerprint"] == result.summary["dataset"]["fingerprint"]
         assert tags["manifest_sha256"] == result.summary["manifests"][tags["protocol"]]
         assert tags["seed"] and tags["git_commit"] and tags["version.mlflow"]
+        assert tags["machine.cpu"] == result.summary["environment"]["cpu"]
+        assert tags["version.torch"] == result.summary["environment"]["packages"]["torch"]
         assert parent.data.params["baseline"] == tags["baseline"]
         assert "accuracy" in parent.data.metrics and "accuracy_ci95_lo" in parent.data.metrics
         artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
