@@ -8,6 +8,7 @@ change in the code (docs/parallel.md, "Across machines")."""
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 from importlib import metadata
@@ -70,8 +71,6 @@ def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
 
 def environment() -> dict[str, object]:
     """What a run's numbers depend on besides its config: code, packages, interpreter, machine."""
-    import os
-
     return {
         "git_commit": git_commit(),
         "python": platform.python_version(),
