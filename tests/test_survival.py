@@ -134,3 +134,4 @@ def test_survival_claim_audit_scores_real_labels_apart(tiny_brats, tmp_path):
     assert grid["backbones"] and grid["selected"]["features"] in grid["backbones"]
     assert grid["optimism"] == pytest.approx(grid["selected_score"] - grid["nested_score"])
     assert "Test-set selection over backbones" in md
+    assert grid["image_size"] is None  # the audited baseline is no backbone: the quick profile's size

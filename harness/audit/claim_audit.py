@@ -102,12 +102,14 @@ def run_claim(claim: Claim, opts: ClaimOptions) -> tuple[dict[str, Any], list[Pa
     if claim.real_labels and view is not None:
         record["label_provenance"] = _real_label_scores(claim, view, out, protocols, seed)
     if claim.test_selection and view is not None:
-        from harness.audit.backbone_selection import backbone_selection
+        from harness.audit.backbone_selection import BACKBONES, backbone_selection
 
         record["test_set_selection"] = _selection_study(out, claim.target or "")
+        # The grid's features at the input size the suite gives the claim's backbone (the paper's 240 px).
+        size = suite.baseline_params.get(claim.baseline, {}).get("image_size") if claim.baseline in BACKBONES else None
         record["test_set_selection_backbones"] = backbone_selection(
             view, metric=claim.metric, work_dir=(opts.cache_dir or default_cache_dir()) / "audit-backbones",
-            seed=seed, device=opts.device)
+            seed=seed, device=opts.device, image_size=size)
     record["failures"] = list(result.failures)
     paths = [out / "audit.json"]
     out.mkdir(parents=True, exist_ok=True)
@@ -174,8 +176,10 @@ def _backbone_selection_section(record: dict[str, Any]) -> R.Section | None:
         return None
     s = R.Section("Test-set selection over backbones")
     s.paragraphs = [
-        f"The grid: frozen ImageNet backbones ({', '.join(study['backbones'])}) x ridge penalty on their pooled "
-        "features x train share. Choosing on the mean test score of random patient splits, as the paper did, "
+        f"The grid: frozen ImageNet backbones ({', '.join(study['backbones'])}"
+        + (f", {study['image_size']} px inputs" if study.get("image_size") else "")
+        + ") x ridge penalty on their pooled features x train share. Choosing on the mean test score of "
+        "random patient splits, as the paper did, "
         + _choice_sentence(study)]
     if study.get("skipped"):
         s.paragraphs.append(f"Left out (no real weights on this machine): {', '.join(study['skipped'])}.")
