@@ -145,6 +145,7 @@ def test_reports_withhold_comparisons_from_the_untrained_model(guarded_run):
     assert f"{UNTRAINED} | patient_kfold: did not learn" in over and "Rule: a fold did not learn" in over
     audit = json.loads((reports / "audit.json").read_text())["variants"][""]
     assert sorted(audit["did_not_learn"]) == [f"{UNTRAINED} | patient_kfold", f"{UNTRAINED} | row_random"]
+    assert "Site and target:" in leak and "site" in audit  # the site-confound check ran (or says why not)
     from harness.audit.inflation import inflation_table, read_predictions
 
     preds = read_predictions(tmp / "out", "classification")

@@ -19,6 +19,7 @@ from harness.audit import cache as C
 from harness.audit import report as R
 from harness.audit.features import audit_features
 from harness.audit.identity_probe import IdentityProbe, identity_probe
+from harness.audit.site_confound import SiteAssociation, site_association
 from harness.audit.images import fingerprints
 from harness.audit.inflation import CONTROL_BASELINES, inflation_table, read_predictions, withheld_inflation
 from harness.audit.leakage import NEAR_DUPLICATE_THRESHOLD, LeakageResult, check_leakage
@@ -61,6 +62,8 @@ class VariantAudit:
     #: The same inflation table for the suite's first patient-level metric, if it has one.
     patient_metric: str | None = None
     patient_inflation: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: Site x target over patients (harness.audit.site_confound); None without two known sites.
+    site: SiteAssociation | None = None
 
     @property
     def did_not_learn(self) -> set[tuple[str, str]]:
@@ -128,7 +131,8 @@ def audit_variant(*, variant: str, task_data, manifests: dict[str, SplitManifest
     return VariantAudit(variant, metric, leak, probe, infl, perm, prov, over, sel,
                         scope if scope is not None else pd.DataFrame(), preds, leaky,
                         learning=learning_index(summary, variant), withheld=withheld_inflation(preds, leaky, dnl),
-                        patient_metric=patient_metric, patient_inflation=patient_infl)
+                        patient_metric=patient_metric, patient_inflation=patient_infl,
+                        site=site_association(samples, regression=regression, seed=seed))
 
 
 # --------------------------------------------------------------------------- documents
@@ -181,6 +185,16 @@ def leakage_report(suite_name: str, audits: list[VariantAudit], summary: dict,
         s.tables.append(("What a pure patient recogniser gets on each split", oracle))
         s.paragraphs += [f"{f.message} (declared)" for f in a.leakage.findings
                          if f.kind == "target constant within patients" and f.declared]
+        if a.site is not None:
+            s.paragraphs.append("Site and target: " + a.site.sentence())
+            if a.site.flagged:
+                s.flags.append(f"site and target associated (permutation p = {a.site.p_value:.3f}): a patient-"
+                               "held-out split does not remove a site confound (below)")
+            s.tables.append(("Patients per site and target" if a.site.statistic == "chi2"
+                             else "Patients and target median per site", a.site.table))
+        else:
+            s.paragraphs.append("Site and target: not checked (the samples name fewer than two acquiring "
+                                "sites; DICOM InstitutionName is read where the data has it).")
         rep.sections.append(s)
 
         s = R.Section(f"{p}3. Identity probe")
@@ -289,6 +303,7 @@ def audit_json(audits: list[VariantAudit]) -> dict:
                 "flags": [f.to_dict() for f in a.leakage.findings],
                 "undeclared_flags": [f.to_dict() for f in a.leakage.undeclared()],
                 "target": {k: v for k, v in a.leakage.target.items()},
+                "site": None if a.site is None else a.site.to_dict(),
                 "identity_probe": None if a.probe is None else {
                     "accuracy": a.probe.accuracy, "chance": a.probe.chance, "features": a.probe.features},
                 "permutation": {r.protocol: {"observed": r.observed, "p_value": r.p_value} for r in a.permutation},

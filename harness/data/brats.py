@@ -130,6 +130,7 @@ def load_brats20(root: Path, *, modality_map: ModalityMap | Mapping | None = Non
                 if name.startswith(subject + "_") else _NIFTI.sub("", name),
                 "format": "nifti",
                 "files": (str(path),),
+                "institution": "",
             })
         if not seen:
             problems.append(Problem(str(folder), "no NIfTI volumes found for this subject"))
@@ -147,7 +148,7 @@ def _unused_row(subject: str, modality: str, name: str, path: Path) -> dict:
     return {"series_id": f"{subject}/{subject}/{modality}/unused:{name}",
             "patient_id": subject, "study_id": subject, "study_date": "",
             "modality": modality, "series_description": _NIFTI.sub("", name),
-            "format": "nifti", "files": (str(path),)}
+            "format": "nifti", "files": (str(path),), "institution": ""}
 
 
 def _patients(root: Path, subjects: list[str], problems: list[Problem]) -> pd.DataFrame:

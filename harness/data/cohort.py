@@ -24,6 +24,7 @@ SERIES_COLUMNS: tuple[str, ...] = (
     "series_description",  # as found on disk (DICOM SeriesDescription or file suffix)
     "format",  # "dicom" | "nifti"
     "files",  # tuple[str, ...]: the DICOM slice files (unsorted) or the one NIfTI file
+    "institution",  # DICOM InstitutionName (the acquiring site), "" when unknown (NIfTI)
 )
 
 #: Canonical modality names an adapter may emit.

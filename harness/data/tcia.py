@@ -22,7 +22,7 @@ from harness.data.modality_map import ModalityMap, make_modality_map
 
 #: The only header fields indexing reads.
 _HEADER_TAGS = ["PatientID", "StudyDate", "StudyDescription", "SeriesDescription",
-                "SeriesNumber", "StudyInstanceUID", "SeriesInstanceUID"]
+                "SeriesNumber", "StudyInstanceUID", "SeriesInstanceUID", "InstitutionName"]
 
 _FOLDER_DATE = re.compile(r"^(\d{2})-(\d{2})-(\d{4})")
 _SERIES_FOLDER = re.compile(r"^\d+(?:\.\d+)?-(.+?)(?:-\d{3,})?$")
@@ -50,6 +50,7 @@ class _SeriesRecord:
     series_number: float
     folder: Path
     files: tuple[str, ...]
+    institution: str = ""
 
 
 def _read_header(path: Path):
@@ -173,7 +174,8 @@ def index_dicom_tree(root: Path, modality_map: ModalityMap, skipped: list[_Serie
             continue  # ignored on purpose by the user's map
         records.append(_SeriesRecord(patient_id, top, study_id, study_date, modality, desc,
                                      series_number, folder,
-                                     tuple(prefix + f for f in files)))
+                                     tuple(prefix + f for f in files),
+                                     str(getattr(ds, "InstitutionName", "") or "").strip()))
 
     for top in top_folders:
         if top not in folders_with_series and top not in empty:
@@ -210,6 +212,7 @@ def series_frame(records: list[_SeriesRecord], fmt: str = "dicom", *, unused: bo
         "series_description": r.series_description,
         "format": fmt,
         "files": r.files,
+        "institution": r.institution,
     } for r in records]
     df = pd.DataFrame(rows, columns=list(SERIES_COLUMNS))
     return df.sort_values("series_id", kind="stable").reset_index(drop=True)

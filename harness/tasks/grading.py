@@ -61,6 +61,7 @@ def grading_task(
                     "modality": rec.modality,
                     "slice_index": int(z),
                     "target": grade,
+                    "site": getattr(rec, "institution", "") or "",
                 }
             )
     if not rows:
@@ -68,7 +69,8 @@ def grading_task(
             f"no usable grading samples in {cohort.root}: need graded patients with "
             f"decodable series of modalities {sorted(wanted)}"
         )
-    samples = pd.DataFrame(rows, columns=list(SAMPLE_COLUMNS))
+    # "site": the acquiring institution (DICOM InstitutionName), for the site-confound check.
+    samples = pd.DataFrame(rows, columns=[*SAMPLE_COLUMNS, "site"])
     return (
         TaskData("grading", "classification", samples, class_list, volumes, content_keys),
         problems,
