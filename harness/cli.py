@@ -232,7 +232,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"  {name:<20} tasks={','.join(sorted(cls.tasks)):<28} {doc}")
     print("split protocols:")
     for name, proto in PROTOCOLS.items():
-        print(f"  {name:<22} {'LEAKY (published protocol, reproduced on purpose)' if proto.leaky else 'patient-level'}")
+        print(f"  {name:<22} {'LEAKY (published protocol, reproduced on purpose)' if proto.leaky else proto.held_out}")
     print("synthetic cohort flavours (data synth --cohort):")
     print("  rembrandt   TCIA REMBRANDT DICOM layout, one time point, grades II/III/IV")
     print("  btp         TCIA Brain-Tumor-Progression DICOM layout, two dates per patient")

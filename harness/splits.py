@@ -293,6 +293,8 @@ class SplitProtocol:
 
     name: ClassVar[str] = ""
     leaky: ClassVar[bool] = False
+    #: What an honest protocol holds out, as ``python -m harness list`` says it.
+    held_out: ClassVar[str] = "patient-level"
     defaults: ClassVar[dict[str, Any]] = {}
     needs: ClassVar[tuple[str, ...]] = ("sample_id", "patient_id")
 
@@ -384,6 +386,45 @@ class LeaveOnePatientOut(SplitProtocol):
         return folds
 
 
+class LeaveOneSiteOut(SplitProtocol):
+    """Each acquiring site is one test fold (its patients); validation is a patient subset
+    of the other sites. Why: where the site goes with the label, a model that reads the
+    scanner scores above chance under patient-held-out splits too (harness.audit.site_confound);
+    holding the site out measures the score without that route."""
+
+    name = "leave_one_site_out"
+    leaky = False
+    held_out = "site-level (a site's patients held out together)"
+    defaults = {"val_fraction": 0.2}
+    def _split(self, samples: pd.DataFrame, seed: int, task: str | None, p: dict) -> list[Fold]:
+        if "site" not in samples.columns:
+            raise HarnessError("leave_one_site_out needs each sample's acquiring site; these samples name "
+                               "none (the DICOM reader takes it from InstitutionName; NIfTI layouts have none)")
+        site = samples["site"].fillna("").astype(str).str.strip()
+        if (site == "").any():
+            missing = sorted(samples.loc[site == "", "patient_id"].astype(str).unique())
+            raise HarnessError(f"leave_one_site_out: no site for {len(missing)} patient(s), e.g. "
+                               f"{', '.join(missing[:5])}; it needs every sample's acquiring site")
+        per_patient = pd.DataFrame({"p": samples["patient_id"].astype(str), "s": site}).drop_duplicates()
+        shared = per_patient[per_patient["p"].duplicated(keep=False)]["p"].unique()
+        if len(shared):
+            raise HarnessError(f"leave_one_site_out: patient(s) scanned at several sites, e.g. "
+                               f"{', '.join(sorted(shared)[:5])}; a site fold would split them")
+        sites = sorted(per_patient["s"].unique())
+        if len(sites) < 2:
+            raise HarnessError(f"leave_one_site_out needs at least 2 sites, got {sites}")
+        units, labels = _unit_labels(samples, "patient_id", task, n_bins=5)
+        site_of = per_patient.set_index("p")["s"].reindex(units).to_numpy()
+        index = _UnitIndex(samples, "patient_id")
+        folds = []
+        for i, test_site in enumerate(sites):
+            test = np.flatnonzero(site_of == test_site)
+            pool = np.flatnonzero(site_of != test_site)
+            train_u, val_u = _val_split(units, labels, pool, float(p["val_fraction"]), _sub_seed(seed, i))
+            folds.append(Fold(i, index.ids(train_u), index.ids(val_u), index.ids(units[test])))
+        return folds
+
+
 class _UnitRandom(SplitProtocol):
     """Random (stratified when possible) split of units by ``ratios``, ``n_repeats`` times."""
 
@@ -437,7 +478,7 @@ class ImageLevel(_UnitRandom):
 
 
 PROTOCOLS: dict[str, type[SplitProtocol]] = {
-    cls.name: cls for cls in (PatientKFold, LeaveOnePatientOut, RowRandom, ImageLevel)
+    cls.name: cls for cls in (PatientKFold, LeaveOnePatientOut, LeaveOneSiteOut, RowRandom, ImageLevel)
 }
 
 

@@ -16,7 +16,8 @@ def test_list_shows_suites_baselines_protocols_and_flavours(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     for word in ("grading", "majority", "mean", "logreg_dwtdct", "patient_kfold",
-                 "leave_one_patient_out", "row_random", "image_level", "rembrandt", "btp", "brats20"):
+                 "leave_one_patient_out", "leave_one_site_out", "row_random", "image_level", "rembrandt", "btp",
+                 "brats20"):
         assert word in out
     assert "LEAKY" in out
 

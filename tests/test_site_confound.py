@@ -63,3 +63,50 @@ def test_grading_samples_carry_the_dicom_institution(tiny_rembrandt, tmp_path):
     sites = data.samples.groupby("patient_id")["site"].first()
     expected = cohort.series.groupby("patient_id")["institution"].first()
     assert sites.to_dict() == expected.loc[sites.index].to_dict()
+
+
+def _site_samples() -> pd.DataFrame:
+    rows = []
+    for site, n in (("A", 4), ("B", 3), ("C", 5)):
+        for i in range(n):
+            for z in range(2):
+                rows.append({"sample_id": f"{site}{i}#z{z}", "patient_id": f"{site}{i}", "site": site,
+                             "target": ["II", "III", "IV"][i % 3]})
+    return pd.DataFrame(rows)
+
+
+def test_leave_one_site_out_tests_each_site_once_on_patients_of_no_other_site():
+    from harness.splits import get_protocol
+
+    protocol = get_protocol("leave_one_site_out")
+    assert protocol.leaky is False
+    samples = _site_samples()
+    folds = protocol.split(samples, seed=0)
+    site_of = dict(zip(samples["sample_id"], samples["site"]))
+    assert [sorted({site_of[s] for s in f.test}) for f in folds] == [["A"], ["B"], ["C"]]
+    assert sorted(s for f in folds for s in f.test) == sorted(samples["sample_id"])
+    for f in folds:
+        test_site = site_of[f.test[0]]
+        assert {site_of[s] for s in f.train + f.val} == {"A", "B", "C"} - {test_site}
+        assert f.val and f.train  # validation patients come from the training sites
+        pid = lambda ids: {i.split("#")[0] for i in ids}  # noqa: E731
+        assert not pid(f.train) & pid(f.val) and not pid(f.train + f.val) & pid(f.test)
+    assert protocol.split(samples, seed=0) == folds  # deterministic
+
+
+def test_leave_one_site_out_refuses_what_it_cannot_split():
+    from harness.errors import HarnessError
+    from harness.splits import get_protocol
+
+    protocol = get_protocol("leave_one_site_out")
+    samples = _site_samples()
+    with pytest.raises(HarnessError, match="name none"):
+        protocol.split(samples.drop(columns="site"), seed=0)
+    with pytest.raises(HarnessError, match="no site for 1 patient"):
+        protocol.split(samples.assign(site=samples["site"].where(samples["patient_id"] != "A0", "")), seed=0)
+    moved = samples.copy()
+    moved.loc[moved["sample_id"] == "A0#z1", "site"] = "B"
+    with pytest.raises(HarnessError, match="several sites, e.g. A0"):
+        protocol.split(moved, seed=0)
+    with pytest.raises(HarnessError, match="at least 2 sites"):
+        protocol.split(samples.assign(site="A"), seed=0)

@@ -33,8 +33,8 @@ def _cohort(n_patients: int = 30, images: int = 3, slices: int = 8, seed: int = 
         label = ["LGG", "GBM", "MET"][int(rng.integers(0, 3))]
         for i in range(images):
             for s in range(slices):
-                rows.append((f"P{p:03d}/I{i}/S{s:02d}", f"P{p:03d}", f"P{p:03d}/I{i}", label))
-    return pd.DataFrame(rows, columns=["sample_id", "patient_id", "image_id", "target"])
+                rows.append((f"P{p:03d}/I{i}/S{s:02d}", f"P{p:03d}", f"P{p:03d}/I{i}", label, f"site{p % 4}"))
+    return pd.DataFrame(rows, columns=["sample_id", "patient_id", "image_id", "target", "site"])
 
 
 def _manifest(protocol: str, samples: pd.DataFrame, seed: int = 0, **params) -> SplitManifest:
@@ -228,7 +228,8 @@ def test_validate_rejects_unknown_ids_double_roles_and_wrong_dataset() -> None:
 
 
 def test_protocol_registry() -> None:
-    assert set(PROTOCOLS) == {"patient_kfold", "leave_one_patient_out", "row_random", "image_level"}
+    assert set(PROTOCOLS) == {"patient_kfold", "leave_one_patient_out", "leave_one_site_out", "row_random",
+                              "image_level"}
     with pytest.raises(HarnessError, match="patient_kfold"):
         get_protocol("random_slices")
     with pytest.raises(HarnessError, match="no parameter"):
