@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from harness.audit.identity_probe import IdentityProbe, identity_probe
+from harness.audit.site_confound import SiteAssociation, site_association
 from harness.audit.images import SERIES_THUMB, Fingerprints, fingerprints
 from harness.audit.leakage import NEAR_DUPLICATE_THRESHOLD, Finding, _near_duplicates, split_integrity
 from harness.checksplit.mapping import CaseMapper, Mapping
@@ -54,6 +55,8 @@ class CheckSplitResult:
     balance: pd.DataFrame
     near_threshold: float
     problems: list[Problem] = field(default_factory=list)
+    #: Site x label over the split's patients (context, not a leak: harness.audit.site_confound).
+    site: SiteAssociation | None = None
 
     @property
     def clean(self) -> bool:
@@ -85,6 +88,7 @@ def _samples(cohort: Cohort, mapping: Mapping) -> pd.DataFrame:
         "study_date": s["study_date"].fillna("").astype(str).to_numpy(),
         "modality": s["modality"].astype(str).to_numpy(), "slice_index": -1,
         "target": [("" if pd.isna(grade.get(p)) else str(grade.get(p))) if p in grade else "" for p in pid],
+        "site": s["institution"].fillna("").astype(str).to_numpy() if "institution" in s else "",
     })
 
 
@@ -274,5 +278,7 @@ def check_split(data_dir: Path | str, splits: Path | str, *, fmt: str = "auto", 
         probe_of = _fold_probe(samples, manifests, fp)
         folds["probe_recognised"] = [probe_of.get((c, i), "-") for c, i in zip(folds["comparison"], folds["fold"])]
     details = _details(samples, manifests, fp, _cases_of(split, mapping), near_threshold)
+    labelled = samples[samples["target"] != ""]
     return CheckSplitResult(str(data_dir), cohort.layout, split, mapping, samples, folds, findings, details,
-                            probe, _balance(split, mapping, cohort), near_threshold, problems)
+                            probe, _balance(split, mapping, cohort), near_threshold, problems,
+                            site=site_association(labelled, seed=seed) if len(labelled) else None)

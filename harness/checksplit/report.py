@@ -91,6 +91,12 @@ def build_report(result: CheckSplitResult) -> R.Report:
 
     b = R.Section("4. Class balance (patients per dataset label)")
     b.tables.append(("", result.balance))
+    if result.site is not None:
+        b.paragraphs.append("Site and label (context, not a leak): " + result.site.sentence())
+        b.tables.append(("Patients per site and label", result.site.table))
+    else:
+        b.paragraphs.append("Site and label: not checked (fewer than two acquiring sites or labels known; the "
+                            "DICOM reader takes the site from InstitutionName, NIfTI layouts have none).")
     rep.sections.append(b)
 
     m = R.Section("5. How the cases were matched")
@@ -121,6 +127,7 @@ def to_json(result: CheckSplitResult) -> dict[str, Any]:
         "details": result.details,
         "identity_probe": probe,
         "class_balance": json.loads(result.balance.to_json(orient="records")) if not result.balance.empty else [],
+        "site": None if result.site is None else result.site.to_dict(),
         "matched_by": result.mapping.matched_by, "links": result.mapping.links,
         "problems": [str(p) for p in result.problems],
     }
