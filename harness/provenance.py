@@ -13,6 +13,7 @@ import platform
 import subprocess
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 TRACKED_PACKAGES = (
     "brain-mri-harness",
@@ -69,7 +70,7 @@ def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
-def environment() -> dict[str, object]:
+def environment() -> dict[str, Any]:
     """What a run's numbers depend on besides its config: code, packages, interpreter, machine."""
     return {
         "git_commit": git_commit(),

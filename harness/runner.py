@@ -49,7 +49,7 @@ from harness.folds import (
 from harness.guard import RunGuard, guard_metric
 from harness.metrics import MetricEstimate
 from harness.parallel import CachedVolumes, make_executor, materialize_volumes, run_jobs
-from harness.provenance import cpu_model, environment, git_commit, package_versions
+from harness.provenance import environment
 from harness.run_result import PreparedData, RunResult
 from harness.splits import (
     Fold,
@@ -506,15 +506,16 @@ def _run_suite(suite: SuiteConfig, opts: RunOptions) -> RunResult:
 
         tracker = Tracker(opts.tracking_uri or default_tracking_uri(), experiment=f"harness/{suite.name}")
         tracker.set_compare_view(list(suite.metrics))
+    env = environment()  # read once: the run tags and summary.json say the same
     common_tags = {
         "suite": suite.name,
-        "git_commit": git_commit(),
+        "git_commit": str(env["git_commit"]),
         "dataset_fingerprint": data.fingerprint,
         "dataset": data.dataset_name,
         "seed": str(seed),
         "profile": opts.profile,
-        **{f"version.{k}": v for k, v in package_versions().items()},
-        "machine.cpu": cpu_model(),
+        **{f"version.{k}": v for k, v in env["packages"].items()},
+        "machine.cpu": str(env["cpu"]),
     }
     result = RunResult(out_dir=out_dir, summary={})
     result.failures += list(data.extra.get("failures", []))
@@ -577,7 +578,7 @@ def _run_suite(suite: SuiteConfig, opts: RunOptions) -> RunResult:
         summary["stages"] = {"tags": data.stage_tags,
                              "files": [str(p.relative_to(out_dir)) for p in data.stage_files]}
     summary["seconds"] = round(time.perf_counter() - started, 1)
-    summary["environment"] = environment()
+    summary["environment"] = env
     write_json(summary, out_dir / "summary.json")
     result.summary = summary
     _task_reports(task, suite, opts, data, all_manifests, plans, tracker, result, seed)

@@ -396,6 +396,7 @@ class LeaveOneSiteOut(SplitProtocol):
     leaky = False
     held_out = "site-level (a site's patients held out together)"
     defaults = {"val_fraction": 0.2}
+
     def _split(self, samples: pd.DataFrame, seed: int, task: str | None, p: dict) -> list[Fold]:
         if "site" not in samples.columns:
             raise HarnessError("leave_one_site_out needs each sample's acquiring site; these samples name "
