@@ -271,12 +271,15 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def _raise_interrupted(signum: int, frame: object) -> None:
-    from harness.errors import RunInterrupted, note_interrupt
+    from harness.errors import RunInterrupted, defer_interrupt, interrupts_are_deferred, note_interrupt
 
     # A second signal during the cleanup ends the process at once (the OS default).
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_DFL)
     note_interrupt(signum)
+    if interrupts_are_deferred():  # inside a tracking write: raised when it ends
+        defer_interrupt(signum)
+        return
     raise RunInterrupted(signum)
 
 

@@ -1,5 +1,8 @@
 """Errors the CLI turns into one clear message instead of a traceback."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class HarnessError(Exception):
     """A problem the user can fix (bad input, bad option); printed without a traceback."""
@@ -29,6 +32,9 @@ class LeakySplitError(HarnessError):
 
 #: Signals received and not yet acted on (see :func:`raise_if_interrupted`).
 _PENDING_SIGNALS: list[int] = []
+#: Nesting depth of :func:`interrupts_deferred` blocks, and the signals they held back.
+_DEFER_DEPTH = 0
+_DEFERRED_SIGNALS: list[int] = []
 
 
 def note_interrupt(signum: int) -> None:
@@ -38,6 +44,7 @@ def note_interrupt(signum: int) -> None:
 
 def clear_interrupts() -> None:
     _PENDING_SIGNALS.clear()
+    _DEFERRED_SIGNALS.clear()
 
 
 def raise_if_interrupted() -> None:
@@ -50,3 +57,35 @@ def raise_if_interrupted() -> None:
     if _PENDING_SIGNALS:
         raise RunInterrupted(_PENDING_SIGNALS[0])
 
+
+
+def interrupts_are_deferred() -> bool:
+    """True inside :func:`interrupts_deferred`: the signal handler then records, not raises."""
+    return _DEFER_DEPTH > 0
+
+
+def defer_interrupt(signum: int) -> None:
+    """Hold a signal until the current :func:`interrupts_deferred` block ends."""
+    _DEFERRED_SIGNALS.append(int(signum))
+
+
+@contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """A block a signal must not cut in half: the signal is raised when the block ends.
+
+    Why: a :class:`RunInterrupted` raised inside an MLflow write lands in SQLAlchemy's
+    session or pool code, whose cleanup does not expect it. The abandoned transaction can
+    keep the SQLite write lock, and the cleanup's own write ("mark this run KILLED") then
+    waits for its own process and fails with "database is locked". Tracking writes take
+    milliseconds, so a run still stops within a second of the signal.
+    """
+    global _DEFER_DEPTH
+    _DEFER_DEPTH += 1
+    try:
+        yield
+    finally:
+        _DEFER_DEPTH -= 1
+    if _DEFER_DEPTH == 0 and _DEFERRED_SIGNALS:
+        signum = _DEFERRED_SIGNALS[0]
+        _DEFERRED_SIGNALS.clear()
+        raise RunInterrupted(signum)

@@ -8,6 +8,7 @@ again by its ``harness.run_key`` tag and resumed.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, interrupts_deferred
 
 RUN_KEY_TAG = "harness.run_key"
 FOLD_TAG = "harness.fold"
@@ -74,6 +75,29 @@ class FoldRecord:
     artifacts: list[Path]
 
 
+class UninterruptedClient:
+    """An ``MlflowClient`` whose every call finishes before a SIGTERM or Ctrl-C is raised.
+
+    A signal that lands inside a store write can leave the SQLite lock with an abandoned
+    transaction; the cleanup that marks the runs KILLED then fails with "database is
+    locked" (see :func:`harness.errors.interrupts_deferred`).
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        @functools.wraps(attr)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with interrupts_deferred():
+                return attr(*args, **kwargs)
+        return call
+
+
 class Tracker:
     """Writes runs to one MLflow experiment."""
 
@@ -90,7 +114,7 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         self.tracking_uri = tracking_uri
-        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.client: Any = UninterruptedClient(MlflowClient(tracking_uri=tracking_uri))
         try:
             exp = self.client.get_experiment_by_name(experiment)
             if exp is None:
