@@ -1,6 +1,8 @@
 """``cnn_lstm``: the capstone paper's progression model (its stages 4-5).
 
-4. DWT-DCT vectors of length 100 per patient-date-series (cached per series).
+4. DWT-DCT vectors of length 100 per patient-date-series (cached per series), or one per
+   scan shared by its series rows (``row_input='patient_date'``, what the paper's Figure 4
+   shows: docs/audit.md).
 5. A bidirectional LSTM (hidden 128, 1 layer) regressing MonthDif, 30 epochs, early
    stopping on validation loss with minimum improvement 0.01 over 5 epochs.
 
@@ -47,19 +49,24 @@ class CnnLstm(Baseline):
         # CPU profile: DWT-DCT at 128 px (the LSTM itself is tiny and keeps the paper's settings).
         "quick": {"image_size": 128, "n_coefficients": 100, "hidden": 128, "layers": 1, "epochs": 30,
                   "patience": 5, "min_delta": 0.01, "lr": 1e-3, "batch_size": 16, "val_fraction": 0.2,
-                  "sequence": "vector", "min_foreground": 0.15},
+                  "sequence": "vector", "min_foreground": 0.15, "row_input": "series"},
         "paper": {"image_size": 256, "n_coefficients": 100, "hidden": 128, "layers": 1, "epochs": 30,
                   "patience": 5, "min_delta": 0.01, "lr": 1e-3, "batch_size": 16, "val_fraction": 0.2,
-                  "sequence": "vector", "min_foreground": 0.15},
+                  "sequence": "vector", "min_foreground": 0.15, "row_input": "series"},
     }
+    #: ``row_input``: "series", one DWT-DCT vector per patient-date-series row; "patient_date",
+    #: one vector per scan shared by all its series rows (the mean of its series' vectors), which
+    #: is what the paper's Figure 4 shows its rows carried (see ``study_dwtdct``).
+    ROW_INPUTS = ("series", "patient_date")
 
     def _features(self, data: TaskData) -> np.ndarray:
         from harness.features.dwtdct import DwtDctConfig
-        from harness.features.series import sample_dwtdct
+        from harness.features.series import sample_dwtdct, study_dwtdct
 
         p = self.params
         cfg = DwtDctConfig(image_size=int(p["image_size"]), n_coefficients=int(p["n_coefficients"]))
-        return sample_dwtdct(data, self.cache_, cfg, float(p["min_foreground"]))
+        extract = study_dwtdct if p["row_input"] == "patient_date" else sample_dwtdct
+        return extract(data, self.cache_, cfg, float(p["min_foreground"]))
 
     def _sequences(self, x: np.ndarray) -> torch.Tensor:
         z = (x - self.mu_) / self.sd_
@@ -72,6 +79,8 @@ class CnnLstm(Baseline):
         p = self.params
         if p["sequence"] not in ("vector", "coefficients"):
             raise HarnessError(f"cnn_lstm sequence must be 'vector' or 'coefficients', got {p['sequence']!r}")
+        if p["row_input"] not in self.ROW_INPUTS:
+            raise HarnessError(f"cnn_lstm row_input must be one of {self.ROW_INPUTS}, got {p['row_input']!r}")
         self.cache_ = ctx.work_dir / "features" if ctx.work_dir else None
         gen = seed_everything(ctx.seed)
         x, y = self._features(train), train.y.astype(np.float32)

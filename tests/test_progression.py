@@ -215,3 +215,43 @@ def test_stage_one_scores_the_grader_on_training_and_on_every_held_out_slice(tin
     text = grader_sentence({**tags, "grader_val_history": "0.400, 0.500"})
     assert f"on all {len(val)} slices of the 2 held-out auxiliary patients" in text and "0.400, 0.500" in text
     assert grader_sentence({}) == "grader scores not recorded"
+
+
+def test_per_scan_input_is_shared_by_a_scans_rows_whatever_the_split_keeps(tiny_run, tiny_btp):
+    """row_input='patient_date': every row of one scan gets the same vector, the mean of all the
+    scan's series, also when a split keeps only some of its rows; other scans get other vectors."""
+    from baselines import FitContext, get_baseline
+    from harness.errors import HarnessError
+    from harness.features.dwtdct import DwtDctConfig
+    from harness.features.series import sample_dwtdct, study_dwtdct
+    from harness.runner import prepare_data
+
+    suite = parse_suite(json.loads(json.dumps({**TINY_PROGRESSION, "task": {
+        "modalities": ["T1post", "FLAIR", "T2"], "eligibility": "all"}})))
+    _, tmp = tiny_run
+    data = prepare_data(suite, RunOptions(data=tiny_btp, cache_dir=tmp / "cache", progress=False,
+                                          baselines=["mean"])).task_data
+    cfg = DwtDctConfig(image_size=32, n_coefficients=20)
+    per_series = sample_dwtdct(data, None, cfg)
+    per_scan = study_dwtdct(data, None, cfg)
+    for study, rows in data.samples.groupby("study_id").groups.items():
+        idx = data.samples.index.get_indexer(rows)
+        assert len(idx) == 3
+        assert np.allclose(per_scan[idx], per_series[idx].mean(axis=0), atol=1e-5)
+        assert not np.allclose(per_series[idx[0]], per_series[idx[1]])  # the series themselves differ
+    assert len({tuple(np.round(v, 4)) for v in per_scan}) == data.samples["study_id"].nunique()
+
+    one_row_per_scan = data.subset(data.samples.drop_duplicates("study_id")["sample_id"])
+    kept = data.samples.index.get_indexer(data.samples.drop_duplicates("study_id").index)
+    assert np.allclose(study_dwtdct(one_row_per_scan, None, cfg), per_scan[kept], atol=1e-6)
+
+    model = get_baseline("cnn_lstm")(image_size=32, epochs=2, hidden=8, row_input="patient_date")
+    model.fit(data, None, FitContext(seed=0, work_dir=tmp / "cache"))
+    preds = model.predict(data)
+    for rows in data.samples.groupby("study_id").groups.values():
+        assert np.ptp(preds[data.samples.index.get_indexer(rows)]) < 1e-5  # one input, one prediction
+    with pytest.raises(HarnessError, match="row_input"):
+        get_baseline("cnn_lstm")(row_input="scan").fit(data, None, FitContext(seed=0))
+    from dataclasses import replace
+    with pytest.raises(HarnessError, match="series of each scan"):
+        study_dwtdct(replace(data, study_series={}), None, cfg)

@@ -41,6 +41,9 @@ class TaskData:
     content_keys: Mapping[str, str] = field(repr=False, default_factory=dict)
     #: ``image_id`` -> voxel spacing (dz, dy, dx) in mm, where known (for cuts in mm).
     spacings: Mapping[str, tuple[float, float, float]] = field(repr=False, default_factory=dict)
+    #: ``study_id`` -> the ``image_id`` of every series of that scan in the view, sorted,
+    #: where the view knows them (progression): inputs per scan, not per series, need it.
+    study_series: Mapping[str, tuple[str, ...]] = field(repr=False, default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.samples)

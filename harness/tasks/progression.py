@@ -82,7 +82,9 @@ def progression_task(
             f"scans and decodable series of modalities {sorted(wanted)}"
         )
     samples = pd.DataFrame(rows, columns=list(PROGRESSION_COLUMNS))
-    return TaskData("progression", "regression", samples, None, volumes, content_keys), problems
+    study_series = {str(study): tuple(sorted(g["image_id"])) for study, g in samples.groupby("study_id")}
+    return TaskData("progression", "regression", samples, None, volumes, content_keys,
+                    study_series=study_series), problems
 
 
 def scan_grades(slice_predictions: pd.DataFrame) -> pd.DataFrame:
