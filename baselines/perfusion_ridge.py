@@ -7,7 +7,7 @@ hypervascular and regrow sooner; on the perfusion maps that shows as a high peak
 to normal tissue. This baseline measures that peak and fits a ridge regression.
 
 Features are per patient and come only from that patient's own scans: for every
-modality, the peak-to-median intensity ratio of each of the patient's series in the set
+modality, the peak-to-median intensity ratio over the head of each of the patient's series in the set
 being fitted or predicted (max over the patient's scans), with ``1/x`` as a second
 column. A patient's rows therefore all get the same prediction, as they share a target.
 Missing modalities are filled with the training mean (standardised to 0).
@@ -18,16 +18,33 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from baselines.enhancement_probe import bright_half
 from baselines.registry import Baseline, FitContext, register_baseline
 from harness.tasks import TaskData
 
+#: Head voxels: brighter than this share of the volume's 99th percentile (the threshold
+#: ``harness.tasks.foreground_fraction`` uses for head slices).
+HEAD_THRESHOLD = 0.1
+
+
+def head_voxels(volume: np.ndarray, rel_threshold: float = HEAD_THRESHOLD) -> np.ndarray:
+    """The voxels of the head, not the air around it.
+
+    Why not "the brighter half of the volume": when the head fills less than half of the
+    field of view (a small head, a wide margin), that half takes in air, its median falls
+    near zero and the peak ratio explodes (30 instead of 2 to 4 on one synthetic patient).
+    """
+    v = np.asarray(volume, dtype=np.float32).ravel()
+    if v.size == 0:
+        return v
+    return v[v > rel_threshold * np.percentile(v, 99)]
+
 
 def peak_ratio(volume: np.ndarray, q: float = 99.95) -> float:
-    """High percentile over the brighter half of the volume, divided by that half's median."""
-    head, ref = bright_half(volume)
+    """High percentile of the head's voxels divided by their median."""
+    head = head_voxels(volume)
     if head.size == 0:
         return float("nan")
+    ref = float(np.median(head))
     return float(np.percentile(head, q) / ref) if ref > 0 else float("nan")
 
 

@@ -9,10 +9,12 @@ probabilities beside the labels and the patient-level metrics average them.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
@@ -169,6 +171,21 @@ def get_baseline(name: str) -> type[Baseline]:
         raise HarnessError(
             f"unknown baseline {name!r}; known: {', '.join(sorted(_REGISTRY))}"
         ) from None
+
+
+@lru_cache(maxsize=None)
+def baseline_code_digest(name: str) -> str:
+    """sha256 (16 hex digits) of the source file that defines baseline ``name``.
+
+    Part of every fold's cache key, so a fold cached by other code of the baseline is
+    refitted, not reused: a fix to a baseline's code changes its results at the next run
+    without a version bump. Code the module imports from elsewhere (the harness's feature
+    extractors, the training loop) is covered by the package version in the same key.
+    """
+    source = inspect.getsourcefile(get_baseline(name))
+    if source is None or not Path(source).is_file():
+        return "unknown"
+    return hashlib.sha256(Path(source).read_bytes()).hexdigest()[:16]
 
 
 def create_baseline(name: str, profile: str = "quick", **overrides: Any) -> Baseline:

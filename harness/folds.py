@@ -268,14 +268,20 @@ class PlannedRun:
 
 def run_key(*, suite: Any, baseline: str, resolved_params: dict[str, Any], manifest: SplitManifest,
             seed: int, fingerprint: str, weights: dict[str, Path], variant: str, aux: str | None,
-            threads: int) -> str:
-    """What decides a fold's predictions; the fold cache and MLflow resume are keyed by it."""
+            threads: int, code: str = "") -> str:
+    """What decides a fold's predictions; the fold cache and MLflow resume are keyed by it.
+
+    ``code``: the digest of the baseline's source (``baseline_code_digest``), so changed
+    baseline code refits instead of reusing folds cached by the old code.
+    """
     key_obj: dict[str, Any] = {
         "suite": suite.name, "task": suite.task, "task_options": suite.task_options,
         "baseline": baseline, "params": resolved_params, "manifest": manifest.sha256,
         "seed": seed, "dataset": fingerprint, "version": __version__,
         "weights": {k: str(v) for k, v in sorted(weights.items())},
     }
+    if code:
+        key_obj["code"] = code
     if variant:
         key_obj["variant"] = variant
     if aux is not None:

@@ -23,6 +23,7 @@ import pandas as pd
 from harness.hashing import json_digest
 from harness.paths import default_cache_dir
 from baselines import create_baseline, get_baseline
+from baselines.registry import baseline_code_digest
 from harness.cohorts import ensure_synthetic_cohort
 from harness.console import log
 from harness.data.cohort import Problem
@@ -244,7 +245,7 @@ def plan_run(
         suite=suite, baseline=baseline_name, resolved_params=resolved, manifest=manifest, seed=seed,
         fingerprint=data.fingerprint, weights=opts.weights, variant=variant,
         aux=data.stage_tags.get("aux_dataset_fingerprint", "") if (suite.aux_data or opts.aux_data) else None,
-        threads=opts.threads_per_job,
+        threads=opts.threads_per_job, code=baseline_code_digest(arm.model),
     )
     plan = PlannedRun(
         index=index, variant=variant, baseline=baseline_name, protocol=protocol, params=params,

@@ -127,3 +127,25 @@ def test_reports_are_self_contained_and_clean_for_patient_level_splits(negative)
     assert flags["identity_probe"]["accuracy"] > 2 * flags["identity_probe"]["chance"]
     over = (reports / "overfitting.md").read_text()
     assert "curves-cnn_lstm-patient_kfold" in over and "p_value" in over
+
+
+def test_perfusion_peak_ratio_reads_the_head_even_when_it_fills_less_than_half_the_view():
+    """The reference is the head's median, not the brighter half of the volume (which takes
+    in air when the head is small): a small head gives the same ratio as a large one."""
+    import numpy as np
+
+    from baselines.perfusion_ridge import peak_ratio
+
+    rng = np.random.default_rng(0)
+
+    def scan(head_radius: int) -> np.ndarray:
+        z, y, x = np.mgrid[:40, :64, :64]
+        r = np.sqrt((z - 20) ** 2 + (y - 32) ** 2 + (x - 32) ** 2)
+        vol = np.where(r < head_radius, 1.0 + 0.05 * rng.standard_normal(r.shape), 0.01 * rng.random(r.shape))
+        vol[18:22, 30:34, 30:34] = 3.0  # the hypervascular peak
+        return vol.astype(np.float32)
+
+    large, small = scan(30), scan(14)  # the small head fills about 7% of the view
+    assert (small > 0.5).mean() < 0.5 < (large > 0.5).mean()
+    assert 2.5 < peak_ratio(large) < 3.5
+    assert abs(peak_ratio(small) - peak_ratio(large)) < 0.5

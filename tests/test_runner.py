@@ -116,3 +116,56 @@ def test_bad_files_are_named_and_the_rest_of_the_cohort_is_used(tiny_rembrandt, 
     # every patient with images and a grade still takes part
     preds = (tmp_path / "out" / "predictions" / "majority__patient_kfold.csv").read_text()
     assert odd_patient in preds
+
+
+PLUGIN_BASELINE = '''
+import numpy as np
+from baselines.registry import Baseline
+
+
+class ConstantGrade(Baseline):
+    """Predicts one fixed grade (a stand-in for a baseline whose code gets fixed)."""
+
+    name = "constant_grade"
+    tasks = frozenset({"grading"})
+    target_kinds = frozenset({"classification"})
+    profiles = {"quick": {}, "paper": {}}
+
+    def fit(self, train, val, ctx):
+        return self
+
+    def predict(self, data):
+        return np.full(len(data), GRADE, dtype=object)
+'''
+
+
+def test_changed_baseline_code_refits_instead_of_reusing_cached_folds(tiny_rembrandt, tmp_path, monkeypatch):
+    """Same name, same params, other code: the fold cache must not hand back the old predictions."""
+    from baselines.registry import baseline_code_digest
+
+    module = tmp_path / "plugin_constant_grade.py"
+    module.write_text(PLUGIN_BASELINE.replace("GRADE", "'II'"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    suite = json.loads(json.dumps(TINY_SUITE))
+    suite["baselines"] = {"default": ["plugin_constant_grade:ConstantGrade"]}
+    suite["protocols"] = {"patient_kfold": {"n_splits": 3}}
+
+    def run(out: str):
+        baseline_code_digest.cache_clear()
+        import importlib
+        import sys
+        sys.modules.pop("plugin_constant_grade", None)
+        importlib.invalidate_caches()
+        opts = RunOptions(data=tiny_rembrandt, out=tmp_path / out, tracking_uri="none", cache_dir=tmp_path / "cache",
+                          progress=False)
+        return run_suite(parse_suite(suite), opts)
+
+    first = run("a")
+    assert first.folds_fitted == 3
+    assert run("b").folds_reused == 3  # unchanged code: from the cache
+    module.write_text(PLUGIN_BASELINE.replace("GRADE", "'IV'"))
+    fixed = run("c")
+    assert fixed.folds_fitted == 3 and fixed.folds_reused == 0
+    preds = (tmp_path / "c" / "predictions").glob("*.csv")
+    assert {line.rsplit(",", 1)[-1] for p in preds for line in p.read_text().splitlines()[1:]} == {"IV"}
+    baseline_code_digest.cache_clear()
