@@ -149,3 +149,30 @@ def test_perfusion_peak_ratio_reads_the_head_even_when_it_fills_less_than_half_t
     assert (small > 0.5).mean() < 0.5 < (large > 0.5).mean()
     assert 2.5 < peak_ratio(large) < 3.5
     assert abs(peak_ratio(small) - peak_ratio(large)) < 0.5
+
+
+def test_perfusion_ridge_never_predicts_outside_the_training_targets():
+    """Four training patients and a test patient far outside their features: the ridge
+    would extrapolate to impossible intervals (negative months); the prediction is clipped."""
+    import numpy as np
+    import pandas as pd
+
+    from baselines import FitContext, get_baseline
+    from harness.tasks import TaskData
+
+    rng = np.random.default_rng(0)
+
+    def scan(peak: float) -> np.ndarray:
+        vol = (1.0 + 0.02 * rng.standard_normal((8, 16, 16))).astype(np.float32)
+        vol[4, 8, 8] = peak
+        return vol
+
+    peaks = {"P1": 2.0, "P2": 2.2, "P3": 2.4, "P4": 2.6, "P5": 40.0}
+    months = {"P1": 9.0, "P2": 8.0, "P3": 7.0, "P4": 6.0, "P5": 5.0}
+    rows = [{"sample_id": p, "patient_id": p, "study_id": p, "image_id": p, "modality": "nRCBV",
+             "slice_index": -1, "target": months[p]} for p in peaks]
+    data = TaskData("progression", "regression", pd.DataFrame(rows), None, {p: scan(v) for p, v in peaks.items()})
+    model = get_baseline("perfusion_ridge")(modalities=["nRCBV"], alpha=1e-3, quantile=100.0)
+    model.fit(data.subset(["P1", "P2", "P3", "P4"]), None, FitContext(seed=0))
+    assert model.predict(data.subset(["P2"]))[0] > 7.0  # inside the range: a real prediction
+    assert model.predict(data.subset(["P5"]))[0] == 6.0  # far out: the nearest training target
