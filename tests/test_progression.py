@@ -103,6 +103,8 @@ def test_every_row_of_a_patient_has_the_same_target_in_months(tiny_btp):
     got = data.samples.groupby("patient_id")["target"].first()
     assert np.allclose(got.to_numpy(), months.loc[got.index].to_numpy())
     assert set(data.samples["visit"]) == {"baseline", "followup"}
+    # the acquiring site (DICOM InstitutionName), one per patient, for the site-confound check
+    assert (data.samples["site"] != "").all() and (data.samples.groupby("patient_id")["site"].nunique() == 1).all()
 
 
 def test_stage1_grader_never_sees_a_progression_patient(tiny_btp, tiny_aux, tmp_path):

@@ -26,7 +26,8 @@ DAYS_PER_MONTH = 30.4375
 #: The BTP image series (the paper used every series, MaskTumor included).
 BTP_IMAGE_MODALITIES = ("T1post", "dT1", "T1", "FLAIR", "ADC", "sRCBV", "nRCBV", "nCBF", "T2")
 ELIGIBILITY_RULES = ("grade_rise", "all")
-PROGRESSION_COLUMNS = SAMPLE_COLUMNS + ("study_date", "visit")
+#: "site": the acquiring institution (DICOM InstitutionName), for the site-confound check.
+PROGRESSION_COLUMNS = SAMPLE_COLUMNS + ("study_date", "visit", "site")
 
 
 def progression_task(
@@ -75,6 +76,7 @@ def progression_task(
                 "image_id": s.series_id, "modality": s.modality, "slice_index": -1,
                 "target": months, "study_date": s.study_date,
                 "visit": "baseline" if s.study_date == rec["baseline_date"] else "followup",
+                "site": getattr(s, "institution", "") or "",
             })
     if not rows:
         raise NoUsableDataError(
