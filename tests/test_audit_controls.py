@@ -99,6 +99,9 @@ def test_negative_control_lstm_no_better_than_mean_held_out_but_row_split_flatte
 
     rule = audit_record(CLAIMS["progression-mae"], result.summary)["verdict"]
     assert "0.02" in audit and "cnn_lstm shows no skill" in audit
+    # what stage 2 graded, and what a correct grader would keep on an all-glioblastoma cohort
+    assert "Stage 2 pseudo-grades:" in audit and "of 20 scans" in audit  # 10 patients x 2 scans
+    assert "Eligibility against the known truth" in audit
     assert f"**Verdict by the rules below: {rule}**" in audit and rule in ("does not survive", "inconclusive")
 
 

@@ -132,6 +132,16 @@ ELIGIBILITY_TRUTH = (
 )
 
 
+def pseudo_grade_counts(data: Any) -> str:
+    """Stage 2's pseudo-grades per scan, counted ("" when the run has no stage tables)."""
+    table = getattr(data, "stage_tables", {}).get("pseudo_grades")
+    if table is None or "pseudo_grade" not in getattr(table, "columns", ()):
+        return ""
+    counts = table["pseudo_grade"].astype(str).value_counts()
+    parts = ", ".join(f"{grade} on {n}" for grade, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    return f"Stage 2 pseudo-grades: {parts} of {len(table)} scans. "
+
+
 def mechanism(est: dict) -> list[str]:
     """Does the paper's split let the model reach a memoriser's MAE (the audit's rule 2: at
     most 1.25x the memoriser's and 0.3x the mean predictor's)? Each criterion is said apart,
@@ -204,7 +214,8 @@ def write_audit(out_dir: Path, summary: dict, audit: Any, *, suite: Any, data: A
         f"row of a patient carries the same target and the split is over rows.",
         f"Data: {ds['name']} ({ds['n_patients']} patients, {ds['n_samples']} rows; fingerprint "
         f"{ds['fingerprint'][:16]}). Stage 1: {grader_sentence(tags)} (pseudo-grades mean something only "
-        f"well above the commonest grade on unseen patients). Stage 3: {tags.get('eligibility_outcome', 'n/a')}.",
+        f"well above the commonest grade on unseen patients). {pseudo_grade_counts(data)}"
+        f"Stage 3: {tags.get('eligibility_outcome', 'n/a')}.",
         ELIGIBILITY_TRUTH,
         f"Regenerate: `{regenerate_command(suite.name)}` (add `--data PATH` for a real Brain-Tumor-Progression download).",
     ]
