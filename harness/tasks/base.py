@@ -77,16 +77,26 @@ class TaskData:
         ) if len(rows) else np.zeros((0, 1, 1), np.float32)
 
 
-def foreground_fraction(volume: np.ndarray, rel_threshold: float = 0.1) -> np.ndarray:
+#: A voxel is head, not air, above this share of its volume's 99th percentile.
+HEAD_THRESHOLD = 0.1
+
+
+def head_threshold(volume: np.ndarray, rel_threshold: float = HEAD_THRESHOLD) -> float:
+    """The intensity above which a voxel counts as head: ``rel_threshold`` x the volume's
+    99th percentile (0 for an empty volume)."""
+    return rel_threshold * float(np.percentile(volume, 99)) if volume.size else 0.0
+
+
+def foreground_fraction(volume: np.ndarray, rel_threshold: float = HEAD_THRESHOLD) -> np.ndarray:
     """Per-slice share of pixels brighter than ``rel_threshold`` x the volume's 99th percentile.
 
     Why: slices above the head or below the skull base carry nothing but noise; the
     published pipelines drop them implicitly by reading only "image" files, we do it
     explicitly and configurably.
     """
-    ref = float(np.percentile(volume, 99)) if volume.size else 0.0
-    if ref <= 0:
+    threshold = head_threshold(volume, rel_threshold)
+    if threshold <= 0:
         return np.zeros(volume.shape[0])
-    return (volume > rel_threshold * ref).reshape(volume.shape[0], -1).mean(axis=1)
+    return (volume > threshold).reshape(volume.shape[0], -1).mean(axis=1)
 
 
