@@ -128,6 +128,8 @@ def prepare_data(suite: SuiteConfig, opts: RunOptions) -> PreparedData:
     spacings = {sid: (float(v.spacing[0]), float(v.spacing[1]), float(v.spacing[2])) for sid, v in volumes.items()}
     views: dict[str, TaskData] = {}
     for variant, options in task_variants(suite):
+        if options.get("slice_sampling", "all") != "all":
+            options = {**options, "spacings": spacings}  # the lesion finder works in mm
         view, task_problems = builder(cohort, arrays, keys, **options)
         views[variant] = replace(view, spacings=spacings)
         problems += task_problems

@@ -1,0 +1,74 @@
+"""Slices where the lesion is visible, found in the images themselves (no mask, no label).
+
+Why: a grading pipeline that samples every head slice asks most slices a question they
+cannot answer (about 70% of a glioma patient's axial slices show no tumour), and a
+patient's vote is then cast mostly by tumour-free slices. Many published pipelines train
+and test on the slices that show the tumour; BraTS users pick them from the masks. The
+harness has no masks for TCIA data and must not read the truth, so it finds the lesion as
+a radiologist's first look does: the FLAIR hyperintensity. The rule is the same for every
+split and every sample, training or test, and never sees a label or a grade.
+
+The rule (`lesion_slices`): the head (voxels above the harness's head threshold, holes
+filled per slice), eroded by ``erode_mm`` so that the scalp's bright rim does not count;
+the image over the median of that inner head, smoothed in-plane over ``smooth_mm``;
+voxels above ``ratio`` inside the inner head; the largest 3-D connected component of
+those (a glioma is one blob; scattered bright voxels are noise or grey matter); the slices
+where that component covers at least ``min_area_mm2``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from harness.tasks.base import head_threshold
+
+
+@dataclass(frozen=True)
+class LesionRule:
+    """Parameters of the image-only lesion finder (defaults chosen on FLAIR at 2 mm)."""
+
+    ratio: float = 1.4
+    erode_mm: float = 10.0
+    smooth_mm: float = 10.0
+    min_area_mm2: float = 80.0
+    #: Fewer lesion slices than this and the finder is not trusted for the series.
+    min_slices: int = 3
+
+
+def lesion_mask(volume: np.ndarray, spacing_mm: tuple[float, float, float], rule: LesionRule) -> np.ndarray:
+    """The largest connected hyperintense component inside the eroded head, as a boolean volume."""
+    from scipy import ndimage as ndi
+
+    v = np.asarray(volume, dtype=np.float32)
+    if v.ndim != 3 or v.size == 0:
+        return np.zeros(v.shape, dtype=bool)
+    dy, dx = float(spacing_mm[1]), float(spacing_mm[2])
+    head = v > head_threshold(v)
+    head = np.stack([ndi.binary_fill_holes(plane) for plane in head])
+    erode_px = max(1, int(round(rule.erode_mm / max(min(dy, dx), 1e-6))))
+    inner = ndi.binary_erosion(head, structure=np.ones((1, 3, 3), bool), iterations=erode_px)
+    if not inner.any():
+        return np.zeros(v.shape, dtype=bool)
+    reference = float(np.median(v[inner]))
+    if reference <= 0:
+        return np.zeros(v.shape, dtype=bool)
+    size = (1, max(1, int(round(rule.smooth_mm / dy))), max(1, int(round(rule.smooth_mm / dx))))
+    bright = (ndi.uniform_filter(v / reference, size=size) > rule.ratio) & inner
+    labels, count = ndi.label(bright)
+    if count == 0:
+        return bright
+    sizes = ndi.sum(bright, labels, index=np.arange(1, count + 1))
+    return np.asarray(labels == 1 + int(np.argmax(sizes)))
+
+
+def lesion_slices(volume: np.ndarray, spacing_mm: tuple[float, float, float],
+                  rule: LesionRule = LesionRule()) -> np.ndarray:
+    """Indices of the axial slices where the lesion covers at least ``rule.min_area_mm2``."""
+    mask = lesion_mask(volume, spacing_mm, rule)
+    if mask.ndim != 3:
+        return np.zeros(0, dtype=int)
+    pixel_mm2 = float(spacing_mm[1]) * float(spacing_mm[2])
+    area = mask.reshape(mask.shape[0], -1).sum(axis=1) * pixel_mm2
+    return np.flatnonzero(area >= rule.min_area_mm2)

@@ -1,0 +1,75 @@
+"""Lesion-slice sampling: the image-only finder and the grading view's ``slice_sampling``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.tasks.lesion import LesionRule, lesion_slices
+
+SPACING = (2.0, 2.0, 2.0)
+
+
+def head_with_blob(blob_z: tuple[int, int] | None, seed: int = 0) -> np.ndarray:
+    """An ellipsoidal head (tissue at 100, noise SD 5) in air, with a bright blob (220) on
+    slices ``blob_z[0]`` to ``blob_z[1] - 1`` and a bright scalp rim that must not count."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.mgrid[:40, :64, :64]
+    r = ((z - 20) / 18.0) ** 2 + ((y - 32) / 28.0) ** 2 + ((x - 32) / 24.0) ** 2
+    volume = np.where(r < 1.0, 100.0, 0.0)
+    volume[(r > 0.85) & (r < 1.0)] = 250.0  # scalp fat: bright, thin, on every slice
+    if blob_z is not None:
+        blob = ((y - 30) ** 2 + (x - 36) ** 2 < 36) & (z >= blob_z[0]) & (z < blob_z[1])
+        volume[blob] = 220.0
+    return (volume + rng.normal(0, 5, volume.shape) * (volume > 0)).astype(np.float32)
+
+
+def test_finder_returns_the_blobs_slices_and_ignores_the_scalp() -> None:
+    found = lesion_slices(head_with_blob((14, 24)), SPACING)
+    assert found.min() >= 13 and found.max() <= 24
+    assert len(found) >= 8
+
+
+def test_finder_finds_nothing_in_a_head_without_a_lesion() -> None:
+    assert lesion_slices(head_with_blob(None), SPACING).size == 0
+
+
+def test_only_the_largest_blob_counts() -> None:
+    volume = head_with_blob((14, 24))
+    volume[30, 20:23, 20:23] = 400.0  # a few bright voxels elsewhere: noise, not a tumour
+    found = lesion_slices(volume, SPACING, LesionRule(min_area_mm2=4.0))
+    assert 30 not in found
+
+
+def test_grading_view_keeps_the_lesion_slices_of_every_series(tiny_rembrandt: Path, tmp_path: Path) -> None:
+    from harness.runner import RunOptions, prepare_data
+    from harness.suite import parse_suite
+
+    def view(sampling: str):
+        suite = parse_suite({"suite": {"name": "g", "task": "grading"}, "data": {"cohort": "rembrandt"},
+                             "task": {"modalities": ["T1post", "FLAIR"], "slice_sampling": sampling}})
+        return prepare_data(suite, RunOptions(data=tiny_rembrandt, cache_dir=tmp_path, progress=False))
+
+    every, lesion = view("all"), view("lesion")
+    all_rows, lesion_rows = every.task_data.samples, lesion.task_data.samples
+    assert 0 < len(lesion_rows) < len(all_rows)
+    assert set(lesion_rows["sample_id"]) <= set(all_rows["sample_id"])
+    # Within a scan the same slice indices in both series: the finder runs once per scan.
+    for _, scan in lesion_rows.groupby("study_id"):
+        per_series = [frozenset(g["slice_index"]) for _, g in scan.groupby("modality")]
+        assert len(set(per_series)) == 1
+    # Scans where the finder gives up keep every head slice and are named in the problems.
+    fallback = [str(p) for p in lesion.problems if "lesion" in p.reason]
+    kept_all = [study for study, scan in lesion_rows.groupby("study_id")
+                if len(scan) == (all_rows["study_id"] == study).sum()]
+    assert len(kept_all) <= len(fallback)
+
+
+def test_unknown_slice_sampling_is_refused(tiny_rembrandt: Path) -> None:
+    from harness.data.detect import load_cohort
+    from harness.tasks import grading_task
+
+    with pytest.raises(ValueError, match="slice_sampling"):
+        grading_task(load_cohort(tiny_rembrandt), {}, {}, slice_sampling="tumour")
