@@ -73,3 +73,48 @@ def test_unknown_slice_sampling_is_refused(tiny_rembrandt: Path) -> None:
 
     with pytest.raises(ValueError, match="slice_sampling"):
         grading_task(load_cohort(tiny_rembrandt), {}, {}, slice_sampling="tumour")
+
+
+def test_crop_is_centred_on_the_lesion_and_padded_with_air_at_the_border() -> None:
+    from harness.tasks.lesion import crop_in_plane, find_scan_lesion
+
+    volume = head_with_blob((14, 24))
+    lesion = find_scan_lesion(volume, SPACING)
+    assert abs(lesion.centre_yx[0] - 30) <= 1.5 and abs(lesion.centre_yx[1] - 36) <= 1.5
+    crop = crop_in_plane(volume, lesion.centre_yx, 16)
+    assert crop.shape == (40, 16, 16)
+    assert crop[18, 6:10, 6:10].mean() > 200  # the blob sits in the middle of the window
+    corner = crop_in_plane(volume, (0.0, 0.0), 16)
+    assert (corner[:, :8, :8] == volume.min()).all() and np.array_equal(corner[:, 8:, 8:], volume[:, :8, :8])
+
+
+def test_cropped_view_gives_every_series_of_a_scan_the_same_window_under_new_cache_keys(
+        tiny_rembrandt: Path, tmp_path: Path) -> None:
+    from harness.runner import RunOptions, prepare_data
+    from harness.suite import parse_suite
+
+    suite = parse_suite({"suite": {"name": "g", "task": "grading"}, "data": {"cohort": "rembrandt"},
+                         "task": {"modalities": ["T1post", "FLAIR"], "slice_sampling": "lesion",
+                                  "lesion_crop_mm": 48}})
+    data = prepare_data(suite, RunOptions(data=tiny_rembrandt, cache_dir=tmp_path, progress=False)).task_data
+    plain = parse_suite({"suite": {"name": "g", "task": "grading"}, "data": {"cohort": "rembrandt"},
+                         "task": {"modalities": ["T1post", "FLAIR"], "slice_sampling": "lesion"}})
+    whole = prepare_data(plain, RunOptions(data=tiny_rembrandt, cache_dir=tmp_path, progress=False)).task_data
+    assert data.sample_ids == whole.sample_ids
+    pixels = data.slices()
+    assert pixels.shape[1:] == (8, 8)  # 48 mm on the tiny cohort's 6 mm grid
+    for image_id in set(data.samples["image_id"]):
+        assert data.content_keys[image_id] != whole.content_keys[image_id]
+    # The window is the scan's: both series of a scan are cut at the same place, so their
+    # head masks (air vs tissue) coincide.
+    for _, scan in data.samples.groupby("study_id"):
+        first, second = (np.asarray(data.volumes[i]) > 0 for i in sorted(set(scan["image_id"])))
+        assert (first == second).mean() > 0.9
+
+
+def test_crop_without_lesion_sampling_is_refused(tiny_rembrandt: Path) -> None:
+    from harness.data.detect import load_cohort
+    from harness.tasks import grading_task
+
+    with pytest.raises(ValueError, match="lesion_crop_mm"):
+        grading_task(load_cohort(tiny_rembrandt), {}, {}, lesion_crop_mm=80.0)

@@ -10,7 +10,8 @@ import pandas as pd
 from harness.data.cohort import Cohort, Problem
 from harness.errors import NoUsableDataError
 from harness.tasks.base import SAMPLE_COLUMNS, TaskData, foreground_fraction
-from harness.tasks.lesion import LesionRule, lesion_slices
+from harness.hashing import json_digest
+from harness.tasks.lesion import LesionRule, ScanLesion, crop_in_plane, find_scan_lesion
 
 
 GRADE_CLASSES = ["II", "III", "IV"]
@@ -30,6 +31,7 @@ def grading_task(
     classes: list[str] | None = None,
     slice_sampling: str = "all",
     lesion_modality: str = "FLAIR",
+    lesion_crop_mm: float = 0.0,
     spacings: Mapping[str, tuple[float, float, float]] | None = None,
 ) -> tuple[TaskData, list[Problem]]:
     """Grade classification, one sample per axial slice of each chosen series.
@@ -39,10 +41,14 @@ def grading_task(
     ``slice_sampling = "lesion"`` keeps, of each scan, the slices where its
     ``lesion_modality`` series shows the lesion (the same slice indices in every series of
     the scan with as many slices); a scan where that cannot be done keeps its head slices
-    and is named in the problems.
+    and is named in the problems. ``lesion_crop_mm`` > 0 also cuts every slice of the scan
+    to a square of that side centred on the lesion (on the volume's centre where none was
+    found), so a model sees the tumour and little of the head around it.
     """
     if slice_sampling not in SLICE_SAMPLINGS:
         raise ValueError(f"slice_sampling must be one of {SLICE_SAMPLINGS}, got {slice_sampling!r}")
+    if lesion_crop_mm and slice_sampling != "lesion":
+        raise ValueError("lesion_crop_mm needs slice_sampling = 'lesion'")
     problems: list[Problem] = []
     patients = cohort.patients.set_index("patient_id")
     grades: dict[str, str] = {}
@@ -52,10 +58,12 @@ def grading_task(
             grades[str(pid)] = str(grade).strip()
     class_list = list(classes) if classes else _ordered_classes(grades.values())
     wanted = set(modalities)
-    lesion_z: dict[str, np.ndarray] = {}
+    lesions: dict[str, ScanLesion] = {}
     if slice_sampling == "lesion":
-        lesion_z, lesion_problems = _lesion_slices_per_scan(cohort, volumes, lesion_modality, spacings or {})
+        lesions, lesion_problems = _lesions_per_scan(cohort, volumes, lesion_modality, spacings or {})
         problems += lesion_problems
+    cropped: dict[str, np.ndarray] = {}
+    cropped_keys: dict[str, str] = {}
     rows: list[dict[str, Any]] = []
     for rec in cohort.series.itertuples(index=False):
         if rec.modality not in wanted or rec.patient_id not in grades:
@@ -68,12 +76,19 @@ def grading_task(
             continue
         fg = foreground_fraction(np.asarray(volumes[rec.series_id]))
         keep = np.flatnonzero(fg >= min_foreground)
-        scan_z = lesion_z.get(str(rec.study_id))
-        if scan_z is not None and len(fg) == scan_z[1]:
-            keep = np.intersect1d(keep, scan_z[0])
-        elif scan_z is not None:
-            problems.append(Problem(str(rec.series_id), f"{len(fg)} slices, not the {scan_z[1]} of the scan's "
-                                    f"{lesion_modality} series: lesion slices not mapped, every head slice kept"))
+        lesion = lesions.get(str(rec.study_id))
+        if lesion is not None and len(fg) == lesion.n_slices:
+            if len(lesion.slices) >= LesionRule().min_slices:
+                keep = np.intersect1d(keep, lesion.slices)
+            if lesion_crop_mm:
+                size = _crop_pixels(lesion_crop_mm, (spacings or {}).get(rec.series_id, (2.0, 2.0, 2.0)))
+                cropped[rec.series_id] = crop_in_plane(np.asarray(volumes[rec.series_id]), lesion.centre_yx, size)
+                cropped_keys[rec.series_id] = json_digest(
+                    {"series": content_keys.get(rec.series_id, rec.series_id), "crop": [*lesion.centre_yx, size]}, 32)
+        elif lesion is not None:
+            problems.append(Problem(str(rec.series_id), f"{len(fg)} slices, not the {lesion.n_slices} of the "
+                                    f"scan's {lesion_modality} series: lesion slices not mapped, every head "
+                                    "slice kept" + (", not cropped" if lesion_crop_mm else "")))
         keep = keep[::slice_step]
         for z in keep:
             rows.append(
@@ -95,19 +110,26 @@ def grading_task(
         )
     # "site": the acquiring institution (DICOM InstitutionName), for the site-confound check.
     samples = pd.DataFrame(rows, columns=[*SAMPLE_COLUMNS, "site"])
+    if cropped:  # the crops stand in for their series, under keys of their own for the caches
+        volumes = {**{k: volumes[k] for k in volumes if k not in cropped}, **cropped}
+        content_keys = {**content_keys, **cropped_keys}
     return (
         TaskData("grading", "classification", samples, class_list, volumes, content_keys),
         problems,
     )
 
 
-def _lesion_slices_per_scan(
+def _crop_pixels(side_mm: float, spacing: tuple[float, float, float]) -> int:
+    return max(8, int(round(side_mm / max(min(float(spacing[1]), float(spacing[2])), 1e-6))))
+
+
+def _lesions_per_scan(
     cohort: Cohort, volumes: Mapping[str, np.ndarray], modality: str,
     spacings: Mapping[str, tuple[float, float, float]],
-) -> tuple[dict[str, Any], list[Problem]]:
-    """``study_id`` -> (lesion slice indices, the finder series' slice count), per scan."""
+) -> tuple[dict[str, ScanLesion], list[Problem]]:
+    """``study_id`` -> what the lesion finder saw in the scan's ``modality`` series."""
     rule = LesionRule()
-    found: dict[str, Any] = {}
+    found: dict[str, ScanLesion] = {}
     problems: list[Problem] = []
     for study_id, scan in cohort.series.groupby("study_id", sort=False):
         finders = [s for s in scan.loc[scan["modality"] == modality, "series_id"] if s in volumes]
@@ -115,13 +137,11 @@ def _lesion_slices_per_scan(
             problems.append(Problem(str(study_id), f"slice_sampling = 'lesion' needs a decoded {modality} "
                                     "series in the scan; none, so every head slice of the scan kept"))
             continue
-        volume = np.asarray(volumes[finders[0]])
-        z = lesion_slices(volume, spacings.get(finders[0], (2.0, 2.0, 2.0)), rule)
-        if z.size < rule.min_slices:
-            problems.append(Problem(str(finders[0]), f"the lesion finder found {z.size} lesion slice(s), "
-                                    f"fewer than {rule.min_slices}: every head slice of the scan kept"))
-            continue
-        found[str(study_id)] = (z, volume.shape[0])
+        lesion = find_scan_lesion(np.asarray(volumes[finders[0]]), spacings.get(finders[0], (2.0, 2.0, 2.0)), rule)
+        if lesion.slices.size < rule.min_slices:
+            problems.append(Problem(str(finders[0]), f"the lesion finder found {lesion.slices.size} lesion "
+                                    f"slice(s), fewer than {rule.min_slices}: every head slice of the scan kept"))
+        found[str(study_id)] = lesion
     return found, problems
 
 

@@ -66,9 +66,44 @@ def lesion_mask(volume: np.ndarray, spacing_mm: tuple[float, float, float], rule
 def lesion_slices(volume: np.ndarray, spacing_mm: tuple[float, float, float],
                   rule: LesionRule = LesionRule()) -> np.ndarray:
     """Indices of the axial slices where the lesion covers at least ``rule.min_area_mm2``."""
+    return find_scan_lesion(volume, spacing_mm, rule).slices
+
+
+@dataclass(frozen=True)
+class ScanLesion:
+    """What the finder saw in one scan: its lesion slices and the lesion's in-plane centre."""
+
+    slices: np.ndarray
+    n_slices: int
+    centre_yx: tuple[float, float]
+
+
+def find_scan_lesion(volume: np.ndarray, spacing_mm: tuple[float, float, float],
+                     rule: LesionRule = LesionRule()) -> ScanLesion:
+    """The lesion slices of ``volume`` and the in-plane centroid of its lesion (the volume's
+    centre where no lesion is found)."""
     mask = lesion_mask(volume, spacing_mm, rule)
     if mask.ndim != 3:
-        return np.zeros(0, dtype=int)
+        return ScanLesion(np.zeros(0, dtype=int), 0, (0.0, 0.0))
     pixel_mm2 = float(spacing_mm[1]) * float(spacing_mm[2])
     area = mask.reshape(mask.shape[0], -1).sum(axis=1) * pixel_mm2
-    return np.flatnonzero(area >= rule.min_area_mm2)
+    if mask.any():
+        yy, xx = np.nonzero(mask.any(axis=0))
+        centre = (float(yy.mean()), float(xx.mean()))
+    else:
+        centre = ((mask.shape[1] - 1) / 2.0, (mask.shape[2] - 1) / 2.0)
+    return ScanLesion(np.flatnonzero(area >= rule.min_area_mm2), mask.shape[0], centre)
+
+
+def crop_in_plane(volume: np.ndarray, centre_yx: tuple[float, float], size_px: int) -> np.ndarray:
+    """A ``size_px`` x ``size_px`` window of every slice, centred on ``centre_yx``; outside
+    the field of view is filled with the volume's minimum (air)."""
+    v = np.asarray(volume)
+    out = np.full((v.shape[0], size_px, size_px), v.min() if v.size else 0, dtype=v.dtype)
+    y0 = int(round(centre_yx[0])) - size_px // 2
+    x0 = int(round(centre_yx[1])) - size_px // 2
+    sy0, sx0 = max(y0, 0), max(x0, 0)
+    sy1, sx1 = min(y0 + size_px, v.shape[1]), min(x0 + size_px, v.shape[2])
+    if sy1 > sy0 and sx1 > sx0:
+        out[:, sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = v[:, sy0:sy1, sx0:sx1]
+    return out
