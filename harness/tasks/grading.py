@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -11,7 +12,8 @@ from harness.data.cohort import Cohort, Problem
 from harness.errors import NoUsableDataError
 from harness.tasks.base import SAMPLE_COLUMNS, TaskData, foreground_fraction
 from harness.hashing import json_digest
-from harness.tasks.lesion import LesionRule, ScanLesion, crop_in_plane, find_scan_lesion
+from harness.tasks.lesion import (DEFAULT_SPACING_MM, LesionRule, ScanLesion, crop_in_plane, find_scan_lesion,
+                                  mm_to_pixels)
 
 
 GRADE_CLASSES = ["II", "III", "IV"]
@@ -78,10 +80,9 @@ def grading_task(
         keep = np.flatnonzero(fg >= min_foreground)
         lesion = lesions.get(str(rec.study_id))
         if lesion is not None and len(fg) == lesion.n_slices:
-            if len(lesion.slices) >= LesionRule().min_slices:
-                keep = np.intersect1d(keep, lesion.slices)
+            keep = np.intersect1d(keep, lesion.slices)
             if lesion_crop_mm:
-                size = _crop_pixels(lesion_crop_mm, (spacings or {}).get(rec.series_id, (2.0, 2.0, 2.0)))
+                size = mm_to_pixels(lesion_crop_mm, (spacings or {}).get(rec.series_id, DEFAULT_SPACING_MM), least=8)
                 cropped[rec.series_id] = crop_in_plane(np.asarray(volumes[rec.series_id]), lesion.centre_yx, size)
                 cropped_keys[rec.series_id] = json_digest(
                     {"series": content_keys.get(rec.series_id, rec.series_id), "crop": [*lesion.centre_yx, size]}, 32)
@@ -119,15 +120,12 @@ def grading_task(
     )
 
 
-def _crop_pixels(side_mm: float, spacing: tuple[float, float, float]) -> int:
-    return max(8, int(round(side_mm / max(min(float(spacing[1]), float(spacing[2])), 1e-6))))
-
-
 def _lesions_per_scan(
     cohort: Cohort, volumes: Mapping[str, np.ndarray], modality: str,
     spacings: Mapping[str, tuple[float, float, float]],
 ) -> tuple[dict[str, ScanLesion], list[Problem]]:
-    """``study_id`` -> what the lesion finder saw in the scan's ``modality`` series."""
+    """``study_id`` -> what the lesion finder saw in the scan's ``modality`` series; where it
+    found too few slices to be trusted, every slice of the scan (its centre still places a crop)."""
     rule = LesionRule()
     found: dict[str, ScanLesion] = {}
     problems: list[Problem] = []
@@ -137,10 +135,11 @@ def _lesions_per_scan(
             problems.append(Problem(str(study_id), f"slice_sampling = 'lesion' needs a decoded {modality} "
                                     "series in the scan; none, so every head slice of the scan kept"))
             continue
-        lesion = find_scan_lesion(np.asarray(volumes[finders[0]]), spacings.get(finders[0], (2.0, 2.0, 2.0)), rule)
+        lesion = find_scan_lesion(np.asarray(volumes[finders[0]]), spacings.get(finders[0], DEFAULT_SPACING_MM), rule)
         if lesion.slices.size < rule.min_slices:
             problems.append(Problem(str(finders[0]), f"the lesion finder found {lesion.slices.size} lesion "
                                     f"slice(s), fewer than {rule.min_slices}: every head slice of the scan kept"))
+            lesion = replace(lesion, slices=np.arange(lesion.n_slices))
         found[str(study_id)] = lesion
     return found, problems
 

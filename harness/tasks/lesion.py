@@ -24,6 +24,9 @@ import numpy as np
 
 from harness.tasks.base import head_threshold
 
+#: Voxel spacing (z, y, x) in mm assumed where a series' spacing is unknown (the synthetic grid).
+DEFAULT_SPACING_MM = (2.0, 2.0, 2.0)
+
 
 @dataclass(frozen=True)
 class LesionRule:
@@ -37,6 +40,11 @@ class LesionRule:
     min_slices: int = 3
 
 
+def mm_to_pixels(mm: float, spacing_mm: tuple[float, float, float], least: int = 1) -> int:
+    """``mm`` in in-plane pixels (the finer of the two in-plane spacings), at least ``least``."""
+    return max(least, int(round(mm / max(min(float(spacing_mm[1]), float(spacing_mm[2])), 1e-6))))
+
+
 def lesion_mask(volume: np.ndarray, spacing_mm: tuple[float, float, float], rule: LesionRule) -> np.ndarray:
     """The largest connected hyperintense component inside the eroded head, as a boolean volume."""
     from scipy import ndimage as ndi
@@ -47,7 +55,7 @@ def lesion_mask(volume: np.ndarray, spacing_mm: tuple[float, float, float], rule
     dy, dx = float(spacing_mm[1]), float(spacing_mm[2])
     head = v > head_threshold(v)
     head = np.stack([ndi.binary_fill_holes(plane) for plane in head])
-    erode_px = max(1, int(round(rule.erode_mm / max(min(dy, dx), 1e-6))))
+    erode_px = mm_to_pixels(rule.erode_mm, spacing_mm)
     inner = ndi.binary_erosion(head, structure=np.ones((1, 3, 3), bool), iterations=erode_px)
     if not inner.any():
         return np.zeros(v.shape, dtype=bool)
