@@ -118,3 +118,19 @@ def test_crop_without_lesion_sampling_is_refused(tiny_rembrandt: Path) -> None:
 
     with pytest.raises(ValueError, match="lesion_crop_mm"):
         grading_task(load_cohort(tiny_rembrandt), {}, {}, lesion_crop_mm=80.0)
+
+
+def test_scans_without_the_finders_series_keep_every_slice_and_are_named(tiny_rembrandt: Path, tmp_path: Path) -> None:
+    """No FLAIR decoded (the suite reads T1post only): nothing is dropped, and every scan is named."""
+    from harness.runner import RunOptions, prepare_data
+    from harness.suite import parse_suite
+
+    def view(sampling: str):
+        suite = parse_suite({"suite": {"name": "g", "task": "grading"}, "data": {"cohort": "rembrandt"},
+                             "task": {"modalities": ["T1post"], "slice_sampling": sampling}})
+        return prepare_data(suite, RunOptions(data=tiny_rembrandt, cache_dir=tmp_path, progress=False))
+
+    lesion, every = view("lesion"), view("all")
+    assert lesion.task_data.sample_ids == every.task_data.sample_ids
+    named = {p.path for p in lesion.problems if "needs a decoded FLAIR series" in p.reason}
+    assert named == set(every.task_data.samples["study_id"])
