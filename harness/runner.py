@@ -171,7 +171,7 @@ def run_progression_stages(suite: SuiteConfig, opts: RunOptions, data: PreparedD
     baseline is compared on the same rows. Skipped when the rule is "all" and no
     pipeline baseline needs the pseudo-grades.
     """
-    from harness.tasks.progression_stages import grading_stages
+    from harness.tasks.progression_stages import DEFAULT_GRADER, grading_stages
 
     wanted = opts.baselines or suite.baselines
     rule = suite.task_options.get("eligibility", "grade_rise")
@@ -182,7 +182,8 @@ def run_progression_stages(suite: SuiteConfig, opts: RunOptions, data: PreparedD
         data.task_data, aux_dir=aux_dir, cache_dir=opts.cache_dir, options=suite.task_options,
         seed=opts.seed if opts.seed is not None else int(suite.data.get("seed", 0)),
         profile=opts.profile, device=opts.device, weights=dict(opts.weights),
-        grader_params=suite.baseline_params.get("resnet18_grader", {}), log=log, progress=opts.progress,
+        grader_params=suite.baseline_params.get(str(suite.task_options.get("grader", DEFAULT_GRADER)), {}),
+        log=log, progress=opts.progress,
     )
     data.task_data = out.task_data
     data.views = {"": out.task_data}

@@ -257,3 +257,24 @@ def test_per_scan_input_is_shared_by_a_scans_rows_whatever_the_split_keeps(tiny_
     from dataclasses import replace
     with pytest.raises(HarnessError, match="series of each scan"):
         study_dwtdct(replace(data, study_series={}), None, cfg)
+
+
+def test_stage1_grader_options_reach_the_run(tiny_btp, tiny_aux, tmp_path):
+    """A suite that grades with the frozen EfficientNet on lesion crops and scores it with
+    auxiliary patients held out: the stage tags name the grader, its sampling and its
+    held-out scores, and the summary keeps them."""
+    suite = json.loads(json.dumps(TINY_PROGRESSION))
+    suite["task"].update({"grader": "efficientnet_lite0", "grader_slice_sampling": "lesion",
+                          "grader_crop_mm": 80, "grader_cv_folds": 2, "aux_slice_step": 1})
+    suite["baselines"]["default"] = ["cnn_lstm", "mean"]
+    suite["baselines"]["params"]["efficientnet_lite0"] = {"image_size": 32, "epochs": 2}
+    suite["protocols"] = {"patient_kfold": {"n_splits": 2}}
+    opts = RunOptions(data=tiny_btp, aux_data=tiny_aux, out=tmp_path / "out", tracking_uri="none",
+                      cache_dir=tmp_path / "cache", progress=False)
+    result = run_suite(parse_suite(suite), opts)
+    tags = json.loads((result.out_dir / "summary.json").read_text())["stages"]["tags"]
+    assert tags["grader"] == "efficientnet_lite0"
+    assert tags["grader_slices"] == "lesion, cut to 80 mm around the lesion"
+    assert tags["grader_cv_folds"] == "2" and int(tags["grader_cv_patients"]) >= 4
+    assert tags["grader_cv_balanced_accuracy"].count("[") == 1
+    assert "efficientnet_lite0.weights" in tags

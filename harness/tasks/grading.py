@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -11,9 +10,7 @@ import pandas as pd
 from harness.data.cohort import Cohort, Problem
 from harness.errors import NoUsableDataError
 from harness.tasks.base import SAMPLE_COLUMNS, TaskData, foreground_fraction
-from harness.hashing import json_digest
-from harness.tasks.lesion import (DEFAULT_SPACING_MM, LesionRule, ScanLesion, crop_in_plane, find_scan_lesion,
-                                  mm_to_pixels)
+from harness.tasks.lesion import DEFAULT_SPACING_MM, ScanLesion, lesions_per_scan, series_lesion_view
 
 
 GRADE_CLASSES = ["II", "III", "IV"]
@@ -62,7 +59,7 @@ def grading_task(
     wanted = set(modalities)
     lesions: dict[str, ScanLesion] = {}
     if slice_sampling == "lesion":
-        lesions, lesion_problems = _lesions_per_scan(cohort, volumes, lesion_modality, spacings or {})
+        lesions, lesion_problems = lesions_per_scan(cohort.series, volumes, lesion_modality, spacings or {})
         problems += lesion_problems
     cropped: dict[str, np.ndarray] = {}
     cropped_keys: dict[str, str] = {}
@@ -78,18 +75,15 @@ def grading_task(
             continue
         fg = foreground_fraction(np.asarray(volumes[rec.series_id]))
         keep = np.flatnonzero(fg >= min_foreground)
-        lesion = lesions.get(str(rec.study_id))
-        if lesion is not None and len(fg) == lesion.n_slices:
-            keep = np.intersect1d(keep, lesion.slices)
-            if lesion_crop_mm:
-                size = mm_to_pixels(lesion_crop_mm, (spacings or {}).get(rec.series_id, DEFAULT_SPACING_MM), least=8)
-                cropped[rec.series_id] = crop_in_plane(np.asarray(volumes[rec.series_id]), lesion.centre_yx, size)
-                cropped_keys[rec.series_id] = json_digest(
-                    {"series": content_keys.get(rec.series_id, rec.series_id), "crop": [*lesion.centre_yx, size]}, 32)
-        elif lesion is not None:
-            problems.append(Problem(str(rec.series_id), f"{len(fg)} slices, not the {lesion.n_slices} of the "
-                                    f"scan's {lesion_modality} series: lesion slices not mapped, every head "
-                                    "slice kept" + (", not cropped" if lesion_crop_mm else "")))
+        view = series_lesion_view(
+            rec.series_id, np.asarray(volumes[rec.series_id]), keep, lesions.get(str(rec.study_id)),
+            crop_mm=lesion_crop_mm, content_key=content_keys.get(rec.series_id, rec.series_id),
+            spacing_mm=(spacings or {}).get(rec.series_id, DEFAULT_SPACING_MM), modality=lesion_modality)
+        keep = view.keep
+        if view.crop is not None:
+            cropped[rec.series_id], cropped_keys[rec.series_id] = view.crop
+        if view.problem is not None:
+            problems.append(view.problem)
         keep = keep[::slice_step]
         for z in keep:
             rows.append(
@@ -118,30 +112,6 @@ def grading_task(
         TaskData("grading", "classification", samples, class_list, volumes, content_keys),
         problems,
     )
-
-
-def _lesions_per_scan(
-    cohort: Cohort, volumes: Mapping[str, np.ndarray], modality: str,
-    spacings: Mapping[str, tuple[float, float, float]],
-) -> tuple[dict[str, ScanLesion], list[Problem]]:
-    """``study_id`` -> what the lesion finder saw in the scan's ``modality`` series; where it
-    found too few slices to be trusted, every slice of the scan (its centre still places a crop)."""
-    rule = LesionRule()
-    found: dict[str, ScanLesion] = {}
-    problems: list[Problem] = []
-    for study_id, scan in cohort.series.groupby("study_id", sort=False):
-        finders = [s for s in scan.loc[scan["modality"] == modality, "series_id"] if s in volumes]
-        if not finders:
-            problems.append(Problem(str(study_id), f"slice_sampling = 'lesion' needs a decoded {modality} "
-                                    "series in the scan; none, so every head slice of the scan kept"))
-            continue
-        lesion = find_scan_lesion(np.asarray(volumes[finders[0]]), spacings.get(finders[0], DEFAULT_SPACING_MM), rule)
-        if lesion.slices.size < rule.min_slices:
-            problems.append(Problem(str(finders[0]), f"the lesion finder found {lesion.slices.size} lesion "
-                                    f"slice(s), fewer than {rule.min_slices}: every head slice of the scan kept"))
-            lesion = replace(lesion, slices=np.arange(lesion.n_slices))
-        found[str(study_id)] = lesion
-    return found, problems
 
 
 def _ordered_classes(values: Iterable[str]) -> list[str]:

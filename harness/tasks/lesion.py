@@ -18,10 +18,14 @@ where that component covers at least ``min_area_mm2``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Mapping
 
 import numpy as np
+import pandas as pd
 
+from harness.data.cohort import Problem
+from harness.hashing import json_digest
 from harness.tasks.base import head_threshold
 
 #: Voxel spacing (z, y, x) in mm assumed where a series' spacing is unknown (the synthetic grid).
@@ -115,3 +119,63 @@ def crop_in_plane(volume: np.ndarray, centre_yx: tuple[float, float], size_px: i
     if sy1 > sy0 and sx1 > sx0:
         out[:, sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = v[:, sy0:sy1, sx0:sx1]
     return out
+
+
+def lesions_per_scan(
+    series: pd.DataFrame, volumes: Mapping[str, np.ndarray], modality: str,
+    spacings: Mapping[str, tuple[float, float, float]], rule: LesionRule = LesionRule(),
+) -> tuple[dict[str, ScanLesion], list[Problem]]:
+    """``study_id`` -> what the finder saw in the scan's ``modality`` series (``series``: one
+    row per series with ``study_id``, ``modality`` and ``series_id``); where it found too few
+    slices to be trusted, every slice of the scan (its centre still places a crop)."""
+    found: dict[str, ScanLesion] = {}
+    problems: list[Problem] = []
+    for study_id, scan in series.groupby("study_id", sort=False):
+        finders = [s for s in scan.loc[scan["modality"] == modality, "series_id"] if s in volumes]
+        if not finders:
+            problems.append(Problem(str(study_id), f"slice_sampling = 'lesion' needs a decoded {modality} "
+                                    "series in the scan; none, so every head slice of the scan kept"))
+            continue
+        lesion = find_scan_lesion(np.asarray(volumes[finders[0]]), spacings.get(finders[0], DEFAULT_SPACING_MM), rule)
+        if lesion.slices.size < rule.min_slices:
+            problems.append(Problem(str(finders[0]), f"the lesion finder found {lesion.slices.size} lesion "
+                                    f"slice(s), fewer than {rule.min_slices}: every head slice of the scan kept"))
+            lesion = replace(lesion, slices=np.arange(lesion.n_slices))
+        found[str(study_id)] = lesion
+    return found, problems
+
+
+def crop_series(volume: np.ndarray, content_key: str, lesion: ScanLesion, crop_mm: float,
+                spacing_mm: tuple[float, float, float]) -> tuple[np.ndarray, str]:
+    """A series cut to ``crop_mm`` around its scan's lesion, and the crop's cache key (the
+    series' content key and the window), so crops never share a cache entry with the series."""
+    size = mm_to_pixels(crop_mm, spacing_mm, least=8)
+    key = json_digest({"series": content_key, "crop": [*lesion.centre_yx, size]}, 32)
+    return crop_in_plane(np.asarray(volume), lesion.centre_yx, size), key
+
+
+@dataclass
+class SeriesLesionView:
+    """One series under lesion sampling: the slices kept and, when cropped, the crop and its key."""
+
+    keep: np.ndarray
+    crop: tuple[np.ndarray, str] | None = None
+    problem: Problem | None = None
+
+
+def series_lesion_view(series_id: str, volume: np.ndarray, keep: np.ndarray, lesion: ScanLesion | None, *,
+                       crop_mm: float, content_key: str, spacing_mm: tuple[float, float, float],
+                       modality: str = "FLAIR") -> SeriesLesionView:
+    """``keep`` (the series' head slices) narrowed to its scan's lesion slices, and cut to
+    ``crop_mm`` around the lesion when asked; a series whose slice count differs from the
+    finder's series keeps ``keep`` uncut, with a problem naming it. Why one function: the
+    grading view and the progression pseudo-grader must sample a scan the same way."""
+    if lesion is None:
+        return SeriesLesionView(keep)
+    if len(volume) != lesion.n_slices:
+        return SeriesLesionView(keep, problem=Problem(
+            str(series_id), f"{len(volume)} slices, not the {lesion.n_slices} of the scan's {modality} series: "
+            "lesion slices not mapped, every head slice kept" + (", not cropped" if crop_mm else "")))
+    narrowed = np.intersect1d(keep, lesion.slices)
+    crop = crop_series(volume, content_key, lesion, crop_mm, spacing_mm) if crop_mm else None
+    return SeriesLesionView(narrowed, crop)

@@ -44,11 +44,26 @@ def progression_task(
     min_foreground: float = 0.15,
     aux_slice_step: int = 2,
     aux_modalities: Iterable[str] = ("T1", "T1post", "T2", "FLAIR"),
+    grader: str = "resnet18_grader",
+    grader_slice_sampling: str = "all",
+    grader_crop_mm: float = 0.0,
+    grader_cv_folds: int = 0,
 ) -> tuple[TaskData, list[Problem]]:
     """Rows of every patient with two dated scans; ``target`` = MonthDif (float).
 
-    ``slice_index`` is -1: a sample is a whole series (features are per series).
+    ``slice_index`` is -1: a sample is a whole series (features are per series). The
+    ``grader*`` options belong to stage 1 (`harness.tasks.progression_stages`); they are
+    checked here so a bad suite file fails before any cohort is read.
     """
+    from harness.tasks.grading import SLICE_SAMPLINGS
+
+    if grader_slice_sampling not in SLICE_SAMPLINGS:
+        raise HarnessError(f"progression grader_slice_sampling must be one of {SLICE_SAMPLINGS}, "
+                           f"got {grader_slice_sampling!r}")
+    if grader_crop_mm and grader_slice_sampling != "lesion":
+        raise HarnessError("progression grader_crop_mm needs grader_slice_sampling = 'lesion'")
+    if grader_cv_folds == 1 or grader_cv_folds < 0:
+        raise HarnessError(f"progression grader_cv_folds must be 0 (off) or at least 2, got {grader_cv_folds}")
     if eligibility not in ELIGIBILITY_RULES:
         raise HarnessError(f"progression eligibility must be one of {ELIGIBILITY_RULES}, got {eligibility!r}")
     if on_too_few not in ("use_all", "fail"):
