@@ -205,7 +205,7 @@ def test_warm_rerun_reports_equal_cold_and_refit_no_surrogate(tiny_rembrandt, tm
     def refit(*a, **k):
         raise AssertionError("a surrogate was refitted on a warm rerun")
 
-    for name in ("permutation_test", "selection_study", "preprocessing_scope", "identity_probe"):
+    for name in ("permutation_test", "selection_study", "preprocessing_scope", "identity_probe", "outline_features"):
         monkeypatch.setattr(suite_reports, name, refit)
     for name in ("bars_with_ci", "learning_curves", "null_histograms"):
         monkeypatch.setattr(suite_reports.R, name, refit)

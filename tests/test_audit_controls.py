@@ -128,6 +128,10 @@ def test_reports_are_self_contained_and_clean_for_patient_level_splits(negative)
     assert all(f["declared"] for f in flags["flags"])
     assert any("fewer than" in w or "only" in w for w in flags["warnings"])  # < 10 test patients per fold
     assert flags["identity_probe"]["accuracy"] > 2 * flags["identity_probe"]["chance"]
+    # two probes, model features and head outlines; the headline is the stronger
+    probes = flags["identity_probe"]["probes"]
+    assert len(probes) == 2 and any("outline" in q["features"] for q in probes)
+    assert flags["identity_probe"]["accuracy"] == max(q["accuracy"] for q in probes)
     over = (reports / "overfitting.md").read_text()
     assert "curves-cnn_lstm-patient_kfold" in over and "p_value" in over
 

@@ -33,7 +33,8 @@ from harness.hashing import json_digest
 AUDIT_CACHE_VERSION = 1
 
 #: Modules whose source is part of every key (a code change there misses the cache).
-_SURROGATE_MODULES: tuple[str, ...] = ("permutation.py", "selection.py", "identity_probe.py", "leakage.py")
+_SURROGATE_MODULES: tuple[str, ...] = ("permutation.py", "selection.py", "identity_probe.py", "leakage.py",
+                                       "head_outline.py")
 
 T = TypeVar("T")
 

@@ -33,8 +33,11 @@ class IdentityProbe:
 
 
 def identity_probe(x: np.ndarray, patients: np.ndarray, *, features: str = "features",
-                   n_splits: int = 5, seed: int = 0) -> IdentityProbe:
-    """Cross-validated 1-NN accuracy at predicting ``patients`` from standardised ``x``."""
+                   n_splits: int = 5, seed: int = 0, standardize: bool = True) -> IdentityProbe:
+    """Cross-validated 1-NN accuracy at predicting ``patients`` from ``x``, standardised
+    unless ``standardize`` is false (features already on one scale, such as mask
+    occupancies, where scaling would weight a border voxel that varies in one row of
+    hundreds as much as the outline itself)."""
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.pipeline import make_pipeline
@@ -49,7 +52,7 @@ def identity_probe(x: np.ndarray, patients: np.ndarray, *, features: str = "feat
         return IdentityProbe(float("nan"), float("nan"), n_pat, len(patients), features)
     k = int(min(n_splits, pd.Series(patients).value_counts().min()))
     cv = StratifiedKFold(n_splits=max(k, 2), shuffle=True, random_state=seed)
-    model = make_pipeline(StandardScaler(), KNeighborsClassifier(1))
+    model = make_pipeline(StandardScaler(), KNeighborsClassifier(1)) if standardize else KNeighborsClassifier(1)
     pred = cross_val_predict(model, x, patients, cv=cv)
     chance = float(pd.Series(patients).value_counts(normalize=True).iloc[0])
     return IdentityProbe(float(np.mean(pred == patients)), chance, n_pat, len(patients), features)

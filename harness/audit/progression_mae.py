@@ -241,8 +241,8 @@ def write_audit(out_dir: Path, summary: dict, audit: Any, *, suite: Any, data: A
     t = audit.leakage.target
     s = R.Section("Why the row split scores")
     s.paragraphs += [t["sentence"] + ".", t["meaning"]]
-    if audit.probe is not None:
-        s.paragraphs.append(audit.probe.sentence())
+    for probe in audit.probes:
+        s.paragraphs.append(probe.sentence())
     for r in audit.permutation:
         s.paragraphs.append(f"Label permutation under {r.protocol}: surrogate MAE {r.observed:.2f} vs "
                             f"{r.null_mean:.2f} with shuffled patient targets, p = {r.p_value:.3f}.")

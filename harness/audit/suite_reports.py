@@ -18,6 +18,7 @@ import pandas as pd
 from harness.audit import cache as C
 from harness.audit import report as R
 from harness.audit.features import audit_features
+from harness.audit.head_outline import OUTLINE_FEATURES, outline_features
 from harness.audit.identity_probe import IdentityProbe, identity_probe
 from harness.audit.site_confound import SiteAssociation, site_association
 from harness.audit.images import fingerprints
@@ -64,6 +65,15 @@ class VariantAudit:
     patient_inflation: pd.DataFrame = field(default_factory=pd.DataFrame)
     #: Site x target over patients (harness.audit.site_confound); None without two known sites.
     site: SiteAssociation | None = None
+    #: The identity probe on head outlines (harness.audit.head_outline), beside ``probe``.
+    outline_probe: IdentityProbe | None = None
+
+    @property
+    def probes(self) -> list[IdentityProbe]:
+        """Both identity probes that ran, the stronger (higher accuracy) first; one that
+        could not run (accuracy NaN: fewer than two patients) last."""
+        found = [p for p in (self.probe, self.outline_probe) if p is not None]
+        return sorted(found, key=lambda p: -1.0 if np.isnan(p.accuracy) else p.accuracy, reverse=True)
 
     @property
     def did_not_learn(self) -> set[tuple[str, str]]:
@@ -94,6 +104,11 @@ def audit_variant(*, variant: str, task_data, manifests: dict[str, SplitManifest
     probe = cache.cached(
         "probe", {**inputs, "features": source},
         lambda: identity_probe(x, samples["patient_id"].to_numpy(), features=source, seed=seed),
+        C.probe_encode, C.probe_decode)
+    outline_probe = cache.cached(
+        "probe-outline", {"pixels": C.array_digest(fp.hashes), "samples": C.samples_digest(samples), "seed": seed},
+        lambda: identity_probe(outline_features(task_data), samples["patient_id"].to_numpy(),
+                               features=OUTLINE_FEATURES, seed=seed, standardize=False),
         C.probe_encode, C.probe_decode)
     preds = read_predictions(out_dir, kind, variant)
     leaky = {p: is_leaky(m) for p, m in manifests.items()}
@@ -132,7 +147,8 @@ def audit_variant(*, variant: str, task_data, manifests: dict[str, SplitManifest
                         scope if scope is not None else pd.DataFrame(), preds, leaky,
                         learning=learning_index(summary, variant), withheld=withheld_inflation(preds, leaky, dnl),
                         patient_metric=patient_metric, patient_inflation=patient_infl,
-                        site=site_association(samples, regression=regression, seed=seed))
+                        site=site_association(samples, regression=regression, seed=seed),
+                        outline_probe=outline_probe)
 
 
 # --------------------------------------------------------------------------- documents
@@ -198,11 +214,16 @@ def leakage_report(suite_name: str, audits: list[VariantAudit], summary: dict,
         rep.sections.append(s)
 
         s = R.Section(f"{p}3. Identity probe")
-        if a.probe is not None:
-            s.paragraphs.append(a.probe.sentence())
-            if a.probe.lift >= 2:
-                s.paragraphs.append("The patient is recognisable from these inputs: under any split that puts a "
-                                    "patient's rows on both sides, a model can look the target up.")
+        for probe in a.probes:
+            s.paragraphs.append(probe.sentence())
+        if a.probes and a.probes[0].lift >= 2:
+            s.paragraphs.append("The patient is recognisable from these inputs: under any split that puts a "
+                                "patient's rows on both sides, a model can look the target up.")
+        if len(a.probes) == 2:
+            s.paragraphs.append("The model features keep what the suite's feature baselines see; the head outline "
+                                "is the same in every contrast of one session and in every image a network sees, "
+                                "so it names the patient where a held-out row can only be matched to another "
+                                "contrast. The audit's identity figure is the stronger of the two.")
         rep.sections.append(s)
 
         s = R.Section(f"{p}4. Protocol inflation ({a.metric})")
@@ -304,8 +325,10 @@ def audit_json(audits: list[VariantAudit]) -> dict:
                 "undeclared_flags": [f.to_dict() for f in a.leakage.undeclared()],
                 "target": {k: v for k, v in a.leakage.target.items()},
                 "site": None if a.site is None else a.site.to_dict(),
-                "identity_probe": None if a.probe is None else {
-                    "accuracy": a.probe.accuracy, "chance": a.probe.chance, "features": a.probe.features},
+                "identity_probe": None if not a.probes else {
+                    "accuracy": a.probes[0].accuracy, "chance": a.probes[0].chance, "features": a.probes[0].features,
+                    "probes": [{"features": q.features, "accuracy": q.accuracy, "chance": q.chance,
+                                "n_rows": q.n_rows, "n_patients": q.n_patients} for q in a.probes]},
                 "permutation": {r.protocol: {"observed": r.observed, "p_value": r.p_value} for r in a.permutation},
                 "provenance_flags": [m for m, f in zip(a.provenance["message"], a.provenance["flag"]) if f],
                 "warnings": a.overfitting.warnings,
