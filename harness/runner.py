@@ -128,7 +128,7 @@ def prepare_data(suite: SuiteConfig, opts: RunOptions) -> PreparedData:
     spacings = {sid: (float(v.spacing[0]), float(v.spacing[1]), float(v.spacing[2])) for sid, v in volumes.items()}
     views: dict[str, TaskData] = {}
     for variant, options in task_variants(suite):
-        if options.get("slice_sampling", "all") != "all":
+        if options.get("slice_sampling", "all") != "all" or options.get("lesion_crop_mm"):
             options = {**options, "spacings": spacings}  # the lesion finder works in mm
         view, task_problems = builder(cohort, arrays, keys, **options)
         views[variant] = replace(view, spacings=spacings)

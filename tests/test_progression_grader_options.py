@@ -127,3 +127,19 @@ def test_grader_cross_validation_holds_every_auxiliary_patient_out_once():
     # a grader that answers a constant scores chance balanced accuracy on every fold
     assert tags["grader_cv_balanced_accuracy"].startswith("0.333")
     assert "5-fold patient CV" in grader_sentence(tags)
+
+
+@pytest.mark.slow  # generates both default cohorts at 2 mm and cross-validates the grader: about 4 min
+def test_default_progression_grader_reads_the_grade_of_held_out_auxiliary_patients(tmp_path):
+    from harness.runner import RunOptions, run_suite
+    from harness.suite import load_suite
+
+    suite = load_suite("progression")
+    opts = RunOptions(out=tmp_path / "out", tracking_uri="none", cache_dir=tmp_path / "cache", progress=False,
+                      baselines=["mean"], protocols=["patient_kfold"])
+    result = run_suite(suite, opts)
+    assert result.failures == []
+    tags = result.summary["stages"]["tags"]
+    low = float(tags["grader_cv_balanced_accuracy"].split("[")[1].split(",")[0])
+    assert low > 1 / 3, tags["grader_cv_balanced_accuracy"]  # chance for II / III / IV
+    assert float(tags["grader_cv_accuracy"].split()[0]) > float(tags["grader_cv_majority"])

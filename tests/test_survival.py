@@ -135,3 +135,44 @@ def test_survival_claim_audit_scores_real_labels_apart(tiny_brats, tmp_path):
     assert grid["optimism"] == pytest.approx(grid["selected_score"] - grid["nested_score"])
     assert "Test-set selection over backbones" in md
     assert grid["image_size"] is None  # the audited baseline is no backbone: the quick profile's size
+
+
+def test_lesion_crop_cuts_every_image_of_a_scan_around_one_window(tiny_brats):
+    """``lesion_crop_mm``: each image cut in-plane and in depth around its scan's lesion,
+    the same window for the scan's four images, under cache keys of their own."""
+    from harness.data.cache import VolumeStore
+    from harness.data.detect import load_cohort
+    from harness.tasks import survival_task
+    from harness.tasks.lesion import LesionRule, lesions_per_scan, crop_series
+
+    cohort = load_cohort(tiny_brats)
+    store = VolumeStore(tiny_brats.parent / "arrays", progress=False)
+    vols, _ = store.load_many(cohort.series)
+    arrays = {k: v.array for k, v in vols.items()}
+    keys = {k: v.content_key for k, v in vols.items()}
+    spacings = {k: (8.0, 8.0, 8.0) for k in arrays}
+    whole, _ = survival_task(cohort, arrays, keys)
+    cut, problems = survival_task(cohort, arrays, keys, lesion_crop_mm=80, lesion_half_depth_mm=24,
+                                  spacings=spacings)
+    assert cut.samples.equals(whole.samples)  # same rows; only the pixels change
+    lesions, _ = lesions_per_scan(cohort.series, arrays, "FLAIR", spacings, LesionRule())
+    for rec in cut.samples.itertuples():
+        image = np.asarray(cut.volumes[rec.image_id])
+        assert image.shape[1:] == (10, 10) and image.shape[0] <= 7  # 80 mm square, 24 mm either side
+        assert cut.content_keys[rec.image_id] != keys[rec.image_id]
+        expected, key = crop_series(arrays[rec.image_id], keys[rec.image_id], lesions[str(rec.study_id)], 80,
+                                    (8.0, 8.0, 8.0), 24)
+        assert np.array_equal(image, expected) and cut.content_keys[rec.image_id] == key
+    assert all("lesion finder" in p.reason for p in problems)  # coarse 8 mm scans: named where it gave up
+
+
+def test_crop_series_depth_window_is_centred_on_the_lesion():
+    from harness.tasks.lesion import ScanLesion, crop_series
+
+    volume = np.arange(30 * 20 * 20, dtype=np.float32).reshape(30, 20, 20)
+    lesion = ScanLesion(np.arange(18, 23), 30, (9.5, 9.5))
+    cut, key = crop_series(volume, "k", lesion, 20.0, (2.0, 2.0, 2.0), half_depth_mm=6.0)
+    assert cut.shape == (7, 10, 10)  # slices 17..23 (the median 20 +- 3), 10 px
+    assert np.array_equal(cut, volume[17:24, 5:15, 5:15])
+    flat, flat_key = crop_series(volume, "k", lesion, 20.0, (2.0, 2.0, 2.0))
+    assert flat.shape == (30, 10, 10) and flat_key != key

@@ -146,12 +146,21 @@ def lesions_per_scan(
 
 
 def crop_series(volume: np.ndarray, content_key: str, lesion: ScanLesion, crop_mm: float,
-                spacing_mm: tuple[float, float, float]) -> tuple[np.ndarray, str]:
-    """A series cut to ``crop_mm`` around its scan's lesion, and the crop's cache key (the
-    series' content key and the window), so crops never share a cache entry with the series."""
+                spacing_mm: tuple[float, float, float], half_depth_mm: float = 0.0) -> tuple[np.ndarray, str]:
+    """A series cut to ``crop_mm`` around its scan's lesion (and, with ``half_depth_mm``, to
+    the slices within that distance of the lesion's axial centre), and the crop's cache key
+    (the series' content key and the window), so crops never share a cache entry with the series."""
     size = mm_to_pixels(crop_mm, spacing_mm, least=8)
-    key = json_digest({"series": content_key, "crop": [*lesion.centre_yx, size]}, 32)
-    return crop_in_plane(np.asarray(volume), lesion.centre_yx, size), key
+    v = np.asarray(volume)
+    window: list[float] = [*lesion.centre_yx, size]
+    if half_depth_mm > 0 and len(v):
+        centre_z = int(round(float(np.median(lesion.slices)))) if lesion.slices.size else len(v) // 2
+        half = max(1, int(round(half_depth_mm / max(float(spacing_mm[0]), 1e-6))))
+        z0, z1 = max(0, centre_z - half), min(len(v), centre_z + half + 1)
+        v = v[z0:z1]
+        window += [z0, z1]
+    key = json_digest({"series": content_key, "crop": window}, 32)
+    return crop_in_plane(v, lesion.centre_yx, size), key
 
 
 @dataclass
@@ -165,9 +174,10 @@ class SeriesLesionView:
 
 def series_lesion_view(series_id: str, volume: np.ndarray, keep: np.ndarray, lesion: ScanLesion | None, *,
                        crop_mm: float, content_key: str, spacing_mm: tuple[float, float, float],
-                       modality: str = "FLAIR") -> SeriesLesionView:
+                       modality: str = "FLAIR", half_depth_mm: float = 0.0) -> SeriesLesionView:
     """``keep`` (the series' head slices) narrowed to its scan's lesion slices, and cut to
-    ``crop_mm`` around the lesion when asked; a series whose slice count differs from the
+    ``crop_mm`` around the lesion when asked (in depth too, with ``half_depth_mm``); a series
+    whose slice count differs from the
     finder's series keeps ``keep`` uncut, with a problem naming it. Why one function: the
     grading view and the progression pseudo-grader must sample a scan the same way."""
     if lesion is None:
@@ -177,5 +187,5 @@ def series_lesion_view(series_id: str, volume: np.ndarray, keep: np.ndarray, les
             str(series_id), f"{len(volume)} slices, not the {lesion.n_slices} of the scan's {modality} series: "
             "lesion slices not mapped, every head slice kept" + (", not cropped" if crop_mm else "")))
     narrowed = np.intersect1d(keep, lesion.slices)
-    crop = crop_series(volume, content_key, lesion, crop_mm, spacing_mm) if crop_mm else None
+    crop = crop_series(volume, content_key, lesion, crop_mm, spacing_mm, half_depth_mm) if crop_mm else None
     return SeriesLesionView(narrowed, crop)

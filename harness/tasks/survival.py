@@ -26,6 +26,9 @@ SURVIVAL_TARGETS = ("grade", "survival_class")
 IMPUTE_MODES = ("paper", "drop")
 YEAR_DAYS = 365.25
 SURVIVAL_COLUMNS = SAMPLE_COLUMNS + ("age", "extent_of_resection", "survival_days", "imputed")
+#: With ``lesion_crop_mm``: slices kept either side of the lesion's axial centre (mm); the
+#: transfer backbones cut three slices 30 mm apart, so 34 mm keeps all three inside.
+LESION_HALF_DEPTH_MM = 34.0
 
 
 def survival_class(days: float) -> str:
@@ -63,8 +66,19 @@ def survival_task(
     modalities: Iterable[str] = ("T1", "T1post", "T2", "FLAIR"),
     impute_lgg_survival: str = "paper",
     impute_seed: int = 0,
+    lesion_crop_mm: float = 0.0,
+    lesion_half_depth_mm: float = LESION_HALF_DEPTH_MM,
+    lesion_modality: str = "FLAIR",
+    spacings: Mapping[str, tuple[float, float, float]] | None = None,
 ) -> tuple[TaskData, list[Problem]]:
-    """One row per modality image; ``target`` is ``"grade"`` or ``"survival_class"``."""
+    """One row per modality image; ``target`` is ``"grade"`` or ``"survival_class"``.
+
+    ``lesion_crop_mm`` > 0 cuts every image of a scan to a square of that side around the
+    lesion its ``lesion_modality`` image shows (found in the image: no mask, no label;
+    `harness.tasks.lesion`) and to the slices within ``lesion_half_depth_mm`` of the
+    lesion's axial centre, so the backbone's three cuts 30 mm apart pass through the tumour
+    instead of the head's middle. Off by default: the paper cut the whole image.
+    """
     if target not in SURVIVAL_TARGETS:
         raise HarnessError(f"survival target must be one of {SURVIVAL_TARGETS}, got {target!r}")
     if impute_lgg_survival not in IMPUTE_MODES:
@@ -114,4 +128,33 @@ def survival_task(
     samples = pd.DataFrame(rows, columns=list(SURVIVAL_COLUMNS))
     order = ["HGG", "LGG"] if target == "grade" else SURVIVAL_CLASSES
     classes = [c for c in order if c in set(samples["target"])]
+    if lesion_crop_mm:
+        volumes, content_keys, crop_problems = _lesion_crops(
+            samples, volumes, content_keys, crop_mm=lesion_crop_mm, half_depth_mm=lesion_half_depth_mm,
+            modality=lesion_modality, spacings=spacings or {})
+        problems += crop_problems
     return TaskData("survival", "classification", samples, classes, volumes, content_keys), problems
+
+
+def _lesion_crops(samples: pd.DataFrame, volumes: Mapping[str, np.ndarray], content_keys: Mapping[str, str], *,
+                  crop_mm: float, half_depth_mm: float, modality: str,
+                  spacings: Mapping[str, tuple[float, float, float]],
+                  ) -> tuple[dict[str, np.ndarray], dict[str, str], list[Problem]]:
+    """Each sample's image cut around its scan's lesion, under cache keys of its own."""
+    from harness.tasks.lesion import DEFAULT_SPACING_MM, lesions_per_scan, series_lesion_view
+
+    frame = samples.rename(columns={"image_id": "series_id"})[["study_id", "modality", "series_id"]]
+    lesions, problems = lesions_per_scan(frame, volumes, modality, spacings)
+    cut, keys = dict(volumes), dict(content_keys)
+    for rec in samples.itertuples(index=False):
+        volume = np.asarray(volumes[rec.image_id])
+        view = series_lesion_view(
+            rec.image_id, volume, np.arange(len(volume)), lesions.get(str(rec.study_id)), crop_mm=crop_mm,
+            content_key=keys.get(rec.image_id, rec.image_id),
+            spacing_mm=spacings.get(rec.image_id, DEFAULT_SPACING_MM), modality=modality,
+            half_depth_mm=half_depth_mm)
+        if view.crop is not None:
+            cut[rec.image_id], keys[rec.image_id] = view.crop
+        if view.problem is not None:
+            problems.append(view.problem)
+    return cut, keys, problems
