@@ -194,8 +194,31 @@ def test_brats_index(brats):
     row = c.series[c.series["series_id"] == "BraTS20_Training_001/BraTS20_Training_001/T1post"]
     assert row.iloc[0]["series_description"] == "t1ce"
     assert list(c.patients.columns) == ["patient_id", "grade", "age", "survival_days",
-                                        "survival_censored", "extent_of_resection"]
+                                        "survival_censored", "extent_of_resection", "site"]
     assert c.problems == []
+    assert (c.patients["site"] == "").all() and (c.series["institution"] == "").all()  # no older IDs given
+
+
+def test_brats_site_comes_from_the_older_subject_ids():
+    from harness.data.brats import site_from_ids
+
+    assert site_from_ids({"BraTS_2019_subject_ID": "BraTS19_TCIA02_135_1",
+                          "BraTS_2018_subject_ID": "Brats18_TCIA02_135_1"}) == "TCIA02"
+    assert site_from_ids({"BraTS_2019_subject_ID": "NA", "BraTS_2018_subject_ID": "Brats18_CBICA_AAB_1"}) == "CBICA"
+    assert site_from_ids({"BraTS_2017_subject_ID": "Brats17_2013_2_1"}) == "2013"
+    assert site_from_ids({"BraTS_2019_subject_ID": "", "TCGA_TCIA_subject_ID": "TCGA-02-0006"}) == ""
+
+
+def test_brats_series_carry_the_site_of_their_subject(tmp_path):
+    write_brats(tmp_path, 2)
+    names = pd.read_csv(tmp_path / "name_mapping.csv", dtype=str, keep_default_na=False)
+    names["BraTS_2019_subject_ID"] = ["BraTS19_CBICA_AAB_1", "NA"]
+    names.to_csv(tmp_path / "name_mapping.csv", index=False)
+    c = load_cohort(tmp_path)
+    sites = c.series.groupby("patient_id")["institution"].unique().to_dict()
+    assert list(sites["BraTS20_Training_001"]) == ["CBICA"] and list(sites["BraTS20_Training_002"]) == [""]
+    assert c.patients.set_index("patient_id")["site"].to_dict() == {"BraTS20_Training_001": "CBICA",
+                                                                     "BraTS20_Training_002": ""}
 
 
 def test_brats_misnamed_seg_file_is_mapped(tmp_path):

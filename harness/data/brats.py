@@ -24,7 +24,10 @@ SUFFIXES: dict[str, str] = {"t1": "T1", "t1ce": "T1post", "t2": "T2", "flair": "
 NAME_MAPPING = "name_mapping.csv"
 SURVIVAL_INFO = "survival_info.csv"
 PATIENT_COLUMNS = ["patient_id", "grade", "age", "survival_days", "survival_censored",
-                   "extent_of_resection"]
+                   "extent_of_resection", "site"]
+#: name_mapping.csv columns whose IDs name the contributing site, newest first
+#: ("BraTS19_TCIA02_135_1" -> "TCIA02", "Brats18_CBICA_AAB_1" -> "CBICA", "Brats18_2013_2_1" -> "2013").
+SITE_ID_COLUMNS = ("BraTS_2019_subject_ID", "BraTS_2018_subject_ID", "BraTS_2017_subject_ID")
 
 _NIFTI = re.compile(r"\.nii(\.gz)?$", re.IGNORECASE)
 _CENSORED = re.compile(r"^\s*ALIVE\s*\(\s*(\d+(?:\.\d+)?)\s*days?\s*later\s*\)\s*$",
@@ -139,6 +142,8 @@ def load_brats20(root: Path, *, modality_map: ModalityMap | Mapping | None = Non
     series = series.sort_values("series_id", kind="stable").reset_index(drop=True)
     subjects = sorted(series["patient_id"].unique().tolist())
     patients = _patients(root, subjects, problems)
+    # the site each subject came from, where name_mapping.csv names it (NIfTI has no InstitutionName)
+    series["institution"] = series["patient_id"].map(dict(zip(patients["patient_id"], patients["site"]))).fillna("")
     skipped = pd.DataFrame(unused, columns=list(SERIES_COLUMNS)) if unused \
         else empty_series_frame()
     return Cohort("brats20", root, series, patients, problems, skipped=skipped)
@@ -151,15 +156,33 @@ def _unused_row(subject: str, modality: str, name: str, path: Path) -> dict:
             "format": "nifti", "files": (str(path),), "institution": ""}
 
 
+def site_from_ids(row: Mapping[str, object]) -> str:
+    """The contributing site named by a name_mapping.csv row's older BraTS IDs, "" when none.
+
+    Why: BraTS NIfTI files carry no InstitutionName, yet the release's earlier IDs name the
+    source (CBICA, TMC, TCIA01-TCIA08, the 2013 challenge data), and each source has its own
+    scanners: the site check and ``leave_one_site_out`` need it. Cases new in 2020 have no
+    earlier ID and stay unknown.
+    """
+    for column in SITE_ID_COLUMNS:
+        text = _missing_to_none(row.get(column))
+        parts = text.split("_") if text else []
+        if len(parts) >= 3 and parts[1]:
+            return parts[1]
+    return ""
+
+
 def _patients(root: Path, subjects: list[str], problems: list[Problem]) -> pd.DataFrame:
     names_csv, surv_csv = root / NAME_MAPPING, root / SURVIVAL_INFO
     grades: dict[str, str | None] = {}
+    sites: dict[str, str] = {}
     nm = _read_csv(names_csv, ["Grade", "BraTS_2020_subject_ID"], problems)
     if nm is not None:
         for n, row in enumerate(nm.to_dict("records"), start=2):
             sid = str(row["BraTS_2020_subject_ID"]).strip()
             if not sid:
                 continue
+            sites.setdefault(sid, site_from_ids(row))
             grade = _missing_to_none(row["Grade"])
             if grade is not None and grade.upper() not in ("HGG", "LGG"):
                 problems.append(Problem(str(names_csv), f"line {n}: {sid}: unrecognised grade "
@@ -212,6 +235,7 @@ def _patients(root: Path, subjects: list[str], problems: list[Problem]) -> pd.Da
             "survival_days": s.get("survival_days"),
             "survival_censored": s.get("survival_censored"),
             "extent_of_resection": s.get("extent_of_resection"),
+            "site": sites.get(sid, ""),
         })
     df = pd.DataFrame(rows, columns=PATIENT_COLUMNS)
     df["age"] = df["age"].astype("Float64")

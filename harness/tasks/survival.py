@@ -25,7 +25,7 @@ SURVIVAL_CLASSES = ["short", "mid", "long"]
 SURVIVAL_TARGETS = ("grade", "survival_class")
 IMPUTE_MODES = ("paper", "drop")
 YEAR_DAYS = 365.25
-SURVIVAL_COLUMNS = SAMPLE_COLUMNS + ("age", "extent_of_resection", "survival_days", "imputed")
+SURVIVAL_COLUMNS = SAMPLE_COLUMNS + ("age", "extent_of_resection", "survival_days", "imputed", "site")
 #: With ``lesion_crop_mm``: slices kept either side of the lesion's axial centre (mm); the
 #: transfer backbones cut three slices 30 mm apart, so 34 mm keeps all three inside.
 LESION_HALF_DEPTH_MM = 34.0
@@ -120,6 +120,8 @@ def survival_task(
             "target": labels[pid], "age": p["age"],
             "extent_of_resection": p["extent_of_resection"] if isinstance(p["extent_of_resection"], str) else "NA",
             "survival_days": p["survival_days"], "imputed": bool(p["imputed"]),
+            # the contributing site (brats adapter: from name_mapping.csv's older IDs), for the site check
+            "site": getattr(s, "institution", "") or "",
         })
     if not rows:
         raise NoUsableDataError(
