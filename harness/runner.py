@@ -11,6 +11,8 @@ that had finished.
 
 from __future__ import annotations
 
+import inspect
+
 import time
 import traceback
 from dataclasses import dataclass, field, replace
@@ -127,9 +129,11 @@ def prepare_data(suite: SuiteConfig, opts: RunOptions) -> PreparedData:
     keys = {sid: v.content_key for sid, v in volumes.items()}
     spacings = {sid: (float(v.spacing[0]), float(v.spacing[1]), float(v.spacing[2])) for sid, v in volumes.items()}
     views: dict[str, TaskData] = {}
+    # builders that work in mm (the lesion finder and crops) take the spacings
+    takes_spacings = "spacings" in inspect.signature(builder).parameters
     for variant, options in task_variants(suite):
-        if options.get("slice_sampling", "all") != "all" or options.get("lesion_crop_mm"):
-            options = {**options, "spacings": spacings}  # the lesion finder works in mm
+        if takes_spacings:
+            options = {**options, "spacings": spacings}
         view, task_problems = builder(cohort, arrays, keys, **options)
         views[variant] = replace(view, spacings=spacings)
         problems += task_problems

@@ -43,18 +43,17 @@ def outline_features(data: TaskData) -> np.ndarray:
     occupancy in [0, 1]; zeros for a sample whose series is missing. Each series' mask is
     computed once, however many of its slices are samples."""
     rows = data.samples.reset_index(drop=True)
-    out = np.zeros((len(rows), int(np.prod(SLICE_OUTLINE))), dtype=np.float32)
-    if len(rows) and (rows["slice_index"].astype(int) < 0).all():
-        out = np.zeros((len(rows), int(np.prod(SERIES_OUTLINE))), dtype=np.float32)
+    series_rows = bool(len(rows)) and bool((rows["slice_index"].astype(int) < 0).all())
+    shape = SERIES_OUTLINE if series_rows else SLICE_OUTLINE
+    out = np.zeros((len(rows), int(np.prod(shape))), dtype=np.float32)
     for image_id, index in rows.groupby(rows["image_id"].astype(str), sort=False).indices.items():
         if image_id not in data.volumes:
             continue
         mask = head_mask(np.asarray(data.volumes[image_id]))
         for i in index:
             z = int(rows.at[i, "slice_index"])
-            if z < 0:
-                if out.shape[1] == int(np.prod(SERIES_OUTLINE)):
-                    out[i] = _shrink(mask, SERIES_OUTLINE)
-            elif 0 <= z < len(mask) and out.shape[1] == int(np.prod(SLICE_OUTLINE)):
-                out[i] = _shrink(mask[z], SLICE_OUTLINE)
+            if series_rows:
+                out[i] = _shrink(mask, shape)
+            elif 0 <= z < len(mask):
+                out[i] = _shrink(mask[z], shape)
     return out

@@ -124,14 +124,16 @@ def crop_in_plane(volume: np.ndarray, centre_yx: tuple[float, float], size_px: i
 def lesions_per_scan(
     series: pd.DataFrame, volumes: Mapping[str, np.ndarray], modality: str,
     spacings: Mapping[str, tuple[float, float, float]], rule: LesionRule = LesionRule(),
+    id_column: str = "series_id",
 ) -> tuple[dict[str, ScanLesion], list[Problem]]:
-    """``study_id`` -> what the finder saw in the scan's ``modality`` series (``series``: one
-    row per series with ``study_id``, ``modality`` and ``series_id``); where it found too few
-    slices to be trusted, every slice of the scan (its centre still places a crop)."""
+    """``study_id`` -> what the finder saw in the scan's ``modality`` series (``series``: rows
+    with ``study_id``, ``modality`` and the series' key in ``id_column``, e.g. a cohort's
+    ``series_id`` or a view's ``image_id``); where it found too few slices to be trusted,
+    every slice of the scan (its centre still places a crop)."""
     found: dict[str, ScanLesion] = {}
     problems: list[Problem] = []
     for study_id, scan in series.groupby("study_id", sort=False):
-        finders = [s for s in scan.loc[scan["modality"] == modality, "series_id"] if s in volumes]
+        finders = [s for s in scan.loc[scan["modality"] == modality, id_column] if s in volumes]
         if not finders:
             problems.append(Problem(str(study_id), f"slice_sampling = 'lesion' needs a decoded {modality} "
                                     "series in the scan; none, so every head slice of the scan kept"))

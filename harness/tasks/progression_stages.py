@@ -95,9 +95,8 @@ def grader_scores(grader: Any, train: TaskData, val: TaskData | None, seed: int)
     return out
 
 
-#: The grader's cross-validated scores on the auxiliary cohort: (tag stem, metric).
-GRADER_CV_METRICS = (("accuracy", "accuracy"), ("balanced_accuracy", "balanced_accuracy"),
-                     ("patient_balanced_accuracy", "patient_balanced_accuracy"))
+#: The grader's cross-validated scores on the auxiliary cohort (tags ``grader_cv_<metric>``).
+GRADER_CV_METRICS = ("accuracy", "balanced_accuracy", "patient_balanced_accuracy")
 
 
 def grader_cross_validation(make_grader: Callable[[], Any], aux: TaskData, *, n_folds: int, seed: int,
@@ -132,9 +131,9 @@ def grader_cross_validation(make_grader: Callable[[], Any], aux: TaskData, *, n_
            "grader_cv_patients": str(samples["patient_id"].nunique()),
            "grader_cv_majority": f"{_commonest_share(y):.3f}",
            "grader_cv_chance_balanced": f"{1 / max(1, len(set(y))):.3f}"}
-    for stem, metric in GRADER_CV_METRICS:
+    for metric in GRADER_CV_METRICS:
         est = estimate(metric, folds, classes=aux.classes, n_boot=1000, seed=seed)
-        out[f"grader_cv_{stem}"] = f"{est.mean:.3f} [{est.ci95[0]:.3f}, {est.ci95[1]:.3f}]"
+        out[f"grader_cv_{metric}"] = f"{est.mean:.3f} [{est.ci95[0]:.3f}, {est.ci95[1]:.3f}]"
     return out
 
 
@@ -186,8 +185,7 @@ def progression_slices(data: TaskData, modalities: list[str], min_foreground: fl
     lesions: dict = {}
     problems: list = []
     if slice_sampling == "lesion":
-        frame = every_series.rename(columns={"image_id": "series_id"})[["study_id", "modality", "series_id"]]
-        lesions, problems = lesions_per_scan(frame, data.volumes, "FLAIR", data.spacings)
+        lesions, problems = lesions_per_scan(every_series, data.volumes, "FLAIR", data.spacings, id_column="image_id")
     volumes, keys = dict(data.volumes), dict(data.content_keys)
     rows = []
     for rec in every_series[every_series["modality"].isin(modalities)].itertuples(index=False):

@@ -145,8 +145,7 @@ def _lesion_crops(samples: pd.DataFrame, volumes: Mapping[str, np.ndarray], cont
     """Each sample's image cut around its scan's lesion, under cache keys of its own."""
     from harness.tasks.lesion import DEFAULT_SPACING_MM, lesions_per_scan, series_lesion_view
 
-    frame = samples.rename(columns={"image_id": "series_id"})[["study_id", "modality", "series_id"]]
-    lesions, problems = lesions_per_scan(frame, volumes, modality, spacings)
+    lesions, problems = lesions_per_scan(samples, volumes, modality, spacings, id_column="image_id")
     cut, keys = dict(volumes), dict(content_keys)
     for rec in samples.itertuples(index=False):
         volume = np.asarray(volumes[rec.image_id])
