@@ -94,6 +94,12 @@ class Baseline(ABC):
         self.profile = profile
         self.params: dict[str, Any] = {**self.profiles[profile], **params}
 
+    def prefetch(self, data: "TaskData", ctx: FitContext) -> None:
+        """Work that every fold of this baseline would repeat on ``data`` (a frozen
+        backbone's embeddings of every sample), done once by the driver before the folds
+        fan out, so fold jobs read it instead of computing it beside other folds' training.
+        Must not change what ``fit`` computes. Default: nothing to share."""
+
     def get_params(self) -> dict[str, Any]:
         """The resolved parameters, logged to MLflow as the baseline's config."""
         return {"profile": self.profile, **self.params}

@@ -151,17 +151,12 @@ class TimmTransfer(Baseline):
         gen = seed_everything(ctx.seed)
         self.classes_ = list(train.classes or sorted(set(train.y)))
         rows = subsample(train.samples, p["max_train_samples"], ctx.seed)
-        self.weights_ = resolve_weights(self.arch, weights_file(ctx, self.name), str(p["weights"]))
+        backbone = self._backbone(ctx)
         ctx.tags[f"{self.name}.weights"] = self.weights_.label
         ctx.log(f"  {self.name}: {self.arch} backbone weights: {self.weights_.label}")
-        backbone = create_backbone(self.arch, weights=self.weights_.path, trust_weights=ctx.trust_model_files,
-                                   global_pool=POOLS[str(p["pool"])])
         pool: Any = getattr(backbone, "global_pool", None)
         mult = int(pool.feat_mult()) if hasattr(pool, "feat_mult") else 1
         self.n_image_ = int(getattr(backbone, "num_features")) * mult
-        self.seed_ = ctx.seed
-        self.embeddings_ = EmbeddingCache(Path(ctx.work_dir) / "embeddings" if ctx.work_dir else None,
-                                          device=ctx.device)
         tab = self._tabular(rows, fit=True)
         head = FusionHead(self.n_image_, tab.shape[1], len(self.classes_),
                           int(p["dense1"]), int(p["dense2"]), float(p["dropout"]))
@@ -190,6 +185,24 @@ class TimmTransfer(Baseline):
         )
         self.device_ = ctx.device
         return self
+
+    def _backbone(self, ctx: FitContext) -> nn.Module:
+        """The backbone with its weights resolved, and the embedding cache it fills."""
+        p = self.params
+        self.weights_ = resolve_weights(self.arch, weights_file(ctx, self.name), str(p["weights"]))
+        self.seed_ = ctx.seed
+        self.embeddings_ = EmbeddingCache(Path(ctx.work_dir) / "embeddings" if ctx.work_dir else None,
+                                          device=ctx.device)
+        return create_backbone(self.arch, weights=self.weights_.path, trust_weights=ctx.trust_model_files,
+                               global_pool=POOLS[str(p["pool"])])
+
+    def prefetch(self, data: TaskData, ctx: FitContext) -> None:
+        """A frozen backbone's embeddings of every sample, into the cache the folds read."""
+        if not self.params["freeze_backbone"] or ctx.work_dir is None:
+            return
+        backbone = self._backbone(ctx)
+        encoder = nn.Sequential(ImageNetInput(), backbone).to(torch.device(ctx.device))
+        self.embeddings_.embeddings(data, data.samples, self.encoder_key(), encoder, self._images)
 
     def encoder_key(self) -> dict:
         """What a frozen backbone's embedding of a slice depends on (the cache key)."""

@@ -194,7 +194,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     jobs = args.jobs
     if jobs is None:
-        jobs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        from harness.parallel.threads import usable_cores
+
+        jobs = usable_cores()
     with VolumeStore(args.cache_dir / "arrays", progress=not args.no_progress, workers=jobs) as store:
         report = ingest_dataset(args.dir, store, layout=args.layout)
     print(format_ingest_report(report))

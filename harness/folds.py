@@ -197,13 +197,18 @@ def proba_frame(baseline: Baseline, proba: np.ndarray, n_rows: int) -> pd.DataFr
     return pd.DataFrame(values, columns=[proba_column(c) for c in classes])
 
 
-def run_fold_job(job: FoldJob, data: TaskData) -> FoldOutcome:
-    """Fit and predict one fold with a fresh model, under the job's thread limit."""
-    ctx = FitContext(
+def fit_context(job: "FoldJob | JobSettings") -> FitContext:
+    """What a baseline may use besides its data, from a job's (or the run's) settings."""
+    return FitContext(
         seed=job.seed, device=job.device, profile=job.profile, work_dir=Path(job.work_dir),
         log=log, weights={k: Path(v) for k, v in job.weights.items()},
         trust_model_files=job.trust_model_files,
     )
+
+
+def run_fold_job(job: FoldJob, data: TaskData) -> FoldOutcome:
+    """Fit and predict one fold with a fresh model, under the job's thread limit."""
+    ctx = fit_context(job)
     model = create_baseline(job.baseline, profile=job.profile, **job.params)
     guard = None
     with limit_threads(job.threads):
@@ -373,6 +378,36 @@ def row_fold_jobs(pending: list[tuple[PlannedRun, Fold]], settings: JobSettings)
         work_dir=settings.work_dir, weights=settings.weights, threads=settings.threads,
         trust_model_files=settings.trust_model_files, guard_metric=plan.guard_metric,
     ) for plan, fold in cache_warming_order(pending)]
+
+
+def prefetch_shared_work(pending: list[tuple[PlannedRun, Fold]], settings: JobSettings) -> None:
+    """Each pending (baseline, parameters, task view) once through its baseline's
+    :meth:`~baselines.Baseline.prefetch`, in the driver, before the folds fan out.
+
+    Why: on the 2-core default, the frozen EfficientNet's first fold extracted the
+    cohort's embeddings while another worker trained the ResNet, three threads on two
+    cores; done first with both cores, the same work takes a fraction of the wall time.
+    A failure is logged and left to the folds, which redo the work and report it.
+    """
+    from baselines import Baseline
+
+    seen: set[tuple[str, str, str]] = set()
+    for plan, _ in pending:
+        name = plan.model or plan.baseline
+        key = (name, json_digest(plan.params), plan.variant)
+        if key in seen:
+            continue
+        seen.add(key)
+        model = create_baseline(name, profile=settings.profile, **plan.params)
+        if type(model).prefetch is Baseline.prefetch:
+            continue
+        start = time.perf_counter()
+        try:
+            model.prefetch(plan.task, fit_context(settings))
+            log(f"  {name}: shared work of its folds done first ({time.perf_counter() - start:.1f}s)")
+        except Exception as exc:  # noqa: BLE001 - the folds redo it and report their own error
+            log(f"  {plan.label}: shared work before the folds failed ({type(exc).__name__}: {exc}); "
+                "each fold does it instead")
 
 
 def take_cached_folds(plan: PlannedRun) -> list[Fold]:

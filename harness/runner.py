@@ -42,6 +42,7 @@ from harness.folds import (
     finish_run,
     job_outcomes,
     job_runs,
+    prefetch_shared_work,
     row_fold_jobs,
     run_fold_job,
     run_key,
@@ -332,6 +333,8 @@ def execute_plans(plans: list[PlannedRun], data_by_variant: dict[str, PreparedDa
         weights={k: str(Path(v).resolve()) for k, v in opts.weights.items()}, threads=opts.threads_per_job,
         trust_model_files=opts.trust_model_files,
     )
+    if pending and opts.executor == "process":  # Ray nodes may not see this machine's cache
+        task.prefetch(pending, settings)
     jobs = task.make_jobs(pending, settings)
     if not jobs:
         return
@@ -417,6 +420,10 @@ class RowTask:
 
     def guard_metric(self, suite: SuiteConfig, view: TaskData) -> str:
         return guard_metric(suite.metrics, view.target_kind)
+
+    def prefetch(self, pending: list[tuple[PlannedRun, Fold]], settings: JobSettings) -> None:
+        """Work the pending folds share (frozen embeddings), once, before they fan out."""
+        prefetch_shared_work(pending, settings)
 
     def make_jobs(self, pending: list[tuple[PlannedRun, Fold]], settings: JobSettings) -> list[Any]:
         return row_fold_jobs(pending, settings)

@@ -92,6 +92,26 @@ def test_cached_embeddings_equal_a_direct_forward_pass(grading_data, tmp_path):
     np.testing.assert_array_equal(both[:10], cold)
 
 
+def test_a_slice_vector_does_not_depend_on_the_slices_sharing_its_batch(grading_data):
+    """Which fold extracts first decides how slices are batched; padding every batch to one
+    shape keeps each vector the same whatever its batchmates (no cache: all extracted)."""
+    from torch import nn
+
+    from baselines.timm_backbone import create_backbone, resolve_weights
+    from baselines.torch_inputs import ImageNetInput, slice_tensor
+    from harness.features.embeddings import EmbeddingCache
+
+    train, _ = grading_data
+    rows = train.samples.iloc[:21]
+    w = resolve_weights("efficientnet_lite0")
+    enc = nn.Sequential(ImageNetInput(), create_backbone("efficientnet_lite0", weights=w.path)).eval()
+    key = {"arch": "efficientnet_lite0", "weights": w.digest, "image_size": 32}
+    images = lambda data, r: slice_tensor(data, 32, r)  # noqa: E731
+    alone = EmbeddingCache(None, threads=1).embeddings(train, rows.iloc[[4, 17]], key, enc, images)
+    together = EmbeddingCache(None, threads=1).embeddings(train, rows, key, enc, images)
+    np.testing.assert_array_equal(alone, together[[4, 17]])
+
+
 def test_a_fold_that_waited_reads_the_vectors_another_stored_and_extraction_holds_a_lock(grading_data, tmp_path):
     """Two folds side by side: the later one finds the slices stored while it waited for
     the extraction lock and pushes none of them through the backbone again."""
@@ -100,8 +120,7 @@ def test_a_fold_that_waited_reads_the_vectors_another_stored_and_extraction_hold
     from torch import nn
 
     from baselines.torch_inputs import slice_tensor
-    from harness.features.embeddings import PREPROCESS_VERSION, EmbeddingCache
-    from harness.hashing import json_digest
+    from harness.features.embeddings import EmbeddingCache
 
     train, _ = grading_data
     rows = train.samples.iloc[:12]
@@ -124,7 +143,7 @@ def test_a_fold_that_waited_reads_the_vectors_another_stored_and_extraction_hold
     later = EmbeddingCache(tmp_path / "embeddings")
     first = EmbeddingCache(tmp_path / "embeddings")
     # the later fold looked before the first one stored anything: its entries are empty
-    tag = json_digest({"preprocess": PREPROCESS_VERSION, **key}, 24)
+    tag = later.tag(key)
     for img in set(rows["image_id"]):
         later._load(train, img, tag)
     stored = first.embeddings(train, rows, key, Probe(), images)
@@ -132,3 +151,40 @@ def test_a_fold_that_waited_reads_the_vectors_another_stored_and_extraction_hold
     read = later.embeddings(train, rows, key, Probe(), images)
     assert later.n_extracted == 0
     np.testing.assert_array_equal(read, stored)
+
+
+def test_prefetch_fills_the_cache_so_a_fold_extracts_nothing_and_predicts_the_same(grading_data, tmp_path):
+    train, test = grading_data
+    quiet = dict(seed=0, log=lambda _: None)
+    create_baseline("efficientnet_lite0", **TINY).prefetch(train, FitContext(work_dir=tmp_path / "a", **quiet))
+    fold = create_baseline("efficientnet_lite0", **TINY).fit(train, None, FitContext(work_dir=tmp_path / "a", **quiet))
+    assert fold.embeddings_.n_extracted == 0 and fold.embeddings_.n_read > 0
+    alone = create_baseline("efficientnet_lite0", **TINY).fit(train, None, FitContext(work_dir=tmp_path / "b", **quiet))
+    assert alone.embeddings_.n_extracted > 0
+    np.testing.assert_array_equal(fold.predict_proba(test), alone.predict_proba(test))
+
+
+def test_the_driver_prefetches_each_arm_once_and_a_failure_is_left_to_the_folds(grading_data, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from baselines.transfer import TimmTransfer
+    from harness.folds import JobSettings, prefetch_shared_work
+
+    train, _ = grading_data
+    calls: list[int] = []
+    monkeypatch.setattr(TimmTransfer, "prefetch", lambda self, data, ctx: calls.append(len(data)))
+    plan = SimpleNamespace(model="", baseline="efficientnet_lite0", params=TINY, variant="", task=train,
+                           label="efficientnet_lite0 | patient_kfold")
+    other = SimpleNamespace(**{**vars(plan), "baseline": "majority", "params": {}, "label": "majority | patient_kfold"})
+    settings = JobSettings(seed=0, device="cpu", profile="quick", work_dir=str(tmp_path), weights={}, threads=1)
+    prefetch_shared_work([(plan, 0), (plan, 1), (other, 0)], settings)  # type: ignore[list-item]
+    assert calls == [len(train)]
+
+    def broken(self, data, ctx):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(TimmTransfer, "prefetch", broken)
+    logged: list[str] = []
+    monkeypatch.setattr("harness.folds.log", logged.append)
+    prefetch_shared_work([(plan, 0)], settings)  # type: ignore[list-item]
+    assert any("disk full" in line and "each fold does it instead" in line for line in logged)

@@ -11,6 +11,15 @@ A series entry grows as folds ask for slices it lacks. Extraction holds a lock p
 encoder key and cache, so folds running side by side push a slice through the backbone
 once (the later one reads the vectors the earlier one stored); every write is atomic, so
 a reader never sees a half-written entry.
+
+Extraction runs channels-last, in batches of :data:`EXTRACT_BATCH` padded to full size,
+with every usable core (the folds that need the vectors wait on the lock meanwhile).
+Why each: channels-last is about 2x faster on CPU for these backbones; a fixed batch
+shape keeps a slice's vector independent of which slices shared its batch (which fold
+extracts first decides that, and a different batch shape can pick another kernel); and
+the thread count is the machine's, not ``--jobs``', so it does not move a result
+(measured on the 2-core default: 1- and 2-thread vectors bitwise equal; 80 slices/s at
+224 px against 14 contiguous on one thread).
 """
 
 from __future__ import annotations
@@ -27,10 +36,15 @@ from torch import nn
 from harness.atomic import atomic_write
 from harness.hashing import json_digest
 from harness.locks import file_lock, lock_name
+from harness.parallel.threads import limit_threads, usable_cores
 from harness.tasks import TaskData
 
 #: Bump when the pixels -> tensor path changes (rescaling, resizing, channel handling).
 PREPROCESS_VERSION = "minmax01-bilinear-antialias-imagenet-v1"
+#: Bump when how the encoder runs changes its float results (layout, batch shape).
+EXTRACT_VERSION = "channels-last-padded-batch16-v2"
+#: Slices per forward pass in extraction; every batch is padded to this size.
+EXTRACT_BATCH = 16
 
 #: (data, rows) -> (len(rows), C, H, W) input tensor for the encoder.
 ImagesFn = Callable[[TaskData, pd.DataFrame], torch.Tensor]
@@ -39,10 +53,13 @@ ImagesFn = Callable[[TaskData, pd.DataFrame], torch.Tensor]
 class EmbeddingCache:
     """Encoder outputs per sample, computed once per slice and encoder key."""
 
-    def __init__(self, cache_dir: Path | None, batch_size: int = 64, device: str = "cpu") -> None:
+    def __init__(self, cache_dir: Path | None, batch_size: int = EXTRACT_BATCH, device: str = "cpu",
+                 threads: int | None = None) -> None:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.batch_size = batch_size
         self.device = device
+        #: torch threads while extracting (None: every usable core).
+        self.threads = threads
         #: Slices pushed through the encoder, and slices read from the cache, so far.
         self.n_extracted = 0
         self.n_read = 0
@@ -53,7 +70,7 @@ class EmbeddingCache:
         """(len(rows), d) float32 embeddings of ``rows``, in row order."""
         if len(rows) == 0:
             return np.zeros((0, 0), np.float32)
-        tag = json_digest({"preprocess": PREPROCESS_VERSION, **encoder_key}, 24)
+        tag = self.tag(encoder_key)
         entries: dict[str, dict[int, np.ndarray]] = {}
         missing: list[int] = []
         for pos, (img, z) in enumerate(zip(rows["image_id"], rows["slice_index"])):
@@ -76,6 +93,12 @@ class EmbeddingCache:
                         self._store(data, img, tag, entries[img])
         self.n_read += len(rows) - len(missing)  # what the cache served, in memory or on disk
         return np.stack([entries[img][int(z)] for img, z in zip(rows["image_id"], rows["slice_index"])])
+
+    def tag(self, encoder_key: dict[str, Any]) -> str:
+        """The key under which this cache stores an encoder's vectors: the encoder's key
+        plus everything of the extraction that moves the floats."""
+        return json_digest({"preprocess": PREPROCESS_VERSION, "extract": EXTRACT_VERSION,
+                            "batch": self.batch_size, **encoder_key}, 24)
 
     def _extraction_lock(self, tag: str) -> AbstractContextManager[None]:
         """One extractor per encoder key and cache at a time.
@@ -102,11 +125,16 @@ class EmbeddingCache:
     def _extract(self, data: TaskData, rows: pd.DataFrame, encoder: nn.Module, images: ImagesFn) -> np.ndarray:
         encoder.eval()
         dev = torch.device(self.device)
+        encoder = encoder.to(memory_format=torch.channels_last)
         out = []
-        with torch.no_grad():
+        with torch.no_grad(), limit_threads(self.threads or usable_cores()):
             for start in range(0, len(rows), self.batch_size):
-                x = images(data, rows.iloc[start:start + self.batch_size]).to(dev)
-                out.append(encoder(x).float().cpu().numpy())
+                x = images(data, rows.iloc[start:start + self.batch_size])
+                n = len(x)
+                if n < self.batch_size:  # a fixed batch shape: see the module docstring
+                    x = torch.cat([x, x.new_zeros((self.batch_size - n, *x.shape[1:]))])
+                x = x.to(dev, memory_format=torch.channels_last) if x.dim() == 4 else x.to(dev)
+                out.append(encoder(x)[:n].float().cpu().numpy())
         self.n_extracted += len(rows)
         return np.concatenate(out).astype(np.float32, copy=False)
 

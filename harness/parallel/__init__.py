@@ -15,10 +15,10 @@ from harness.parallel.executors import (
     make_executor,
     run_jobs,
 )
-from harness.parallel.threads import limit_threads
+from harness.parallel.threads import limit_threads, usable_cores
 from harness.parallel.volumes import CachedVolumes, materialize_volumes
 
 __all__ = [
     "EXECUTORS", "CachedVolumes", "Executor", "ProcessExecutor", "RayExecutor", "SerialExecutor",
-    "default_jobs", "limit_threads", "make_executor", "materialize_volumes", "run_jobs",
+    "default_jobs", "limit_threads", "make_executor", "materialize_volumes", "run_jobs", "usable_cores",
 ]

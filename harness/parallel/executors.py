@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Hashable, Iterable, Iterator, Mapping
 
 from harness.errors import HarnessError, raise_if_interrupted
+from harness.parallel.threads import usable_cores
 
 JobFn = Callable[[Any, Any], Any]
 #: How shared data is prepared for an executor's workers (e.g. materialised for Ray).
@@ -32,11 +33,7 @@ EXECUTORS: tuple[str, ...] = ("process", "ray")
 
 def default_jobs() -> int:
     """One job per available core, at most 8 (each worker holds its own torch and model)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, 8))
+    return max(1, min(usable_cores(), 8))
 
 
 class Executor(ABC):

@@ -358,6 +358,9 @@ class SegmentationTask:
     def guard_metric(self, suite: SuiteConfig, view: TaskData) -> str:
         return ""  # the did-not-learn guard has no trivial control for label maps
 
+    def prefetch(self, pending: list[tuple[PlannedRun, Fold]], settings: JobSettings) -> None:
+        """Nothing the segmentation folds share ahead of fitting."""
+
     def make_jobs(self, pending: list[tuple[PlannedRun, Fold]], settings: JobSettings) -> list[SegFoldJob]:
         groups: dict[tuple[str, int], list[PlannedRun]] = {}
         folds: dict[tuple[str, int], Fold] = {}
