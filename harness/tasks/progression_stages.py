@@ -230,6 +230,7 @@ def grading_stages(
     out first). ``grader_params`` are that baseline's suite parameters.
     """
     from baselines import FitContext, create_baseline
+    from baselines.registry import baseline_code_digest
     from harness.tasks.progression import eligibility_table, scan_grades, select_eligible
 
     grade_mods = list(options.get("grade_modalities", ["T1post", "FLAIR"]))
@@ -250,7 +251,9 @@ def grading_stages(
         {"aux": aux_fp, "params": grader.get_params(), "seed": seed, "mods": grade_mods, "aux_mods": aux_mods,
          "min_fg": min_fg, "series": sorted(set(data.samples["image_id"])),
          "keys": sorted(set(data.content_keys.get(i, i) for i in data.samples["image_id"])),
-         "grader": grader_name, "sampling": sampling, "crop_mm": crop_mm, "cv": cv_folds}, 24)
+         "grader": grader_name, "sampling": sampling, "crop_mm": crop_mm, "cv": cv_folds,
+         # other grader code, other pseudo-grades: recomputed, not reused (as the fold cache)
+         "code": baseline_code_digest(grader_name)}, 24)
     cached = cache_dir / "stages" / f"pseudo-grades-{key}.csv"
     tags = {"aux_dataset_fingerprint": aux_fp, "aux_data": str(aux_dir),
             "aux_patients": str(aux.samples["patient_id"].nunique()), "grader": grader_name, "grader_slices": slices_how}
