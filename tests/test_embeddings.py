@@ -69,19 +69,26 @@ def test_embedding_cache_hits_on_second_fit_with_identical_predictions(grading_d
     assert other.embeddings_.n_extracted > 0
 
 
-def test_cached_embeddings_equal_a_direct_forward_pass(grading_data, tmp_path):
+def lite0_encoder(size: int = 32):
+    """The packaged-weights EfficientNet-Lite0 as the cache runs it: encoder, key, images."""
     from torch import nn
 
     from baselines.timm_backbone import create_backbone, resolve_weights
     from baselines.torch_inputs import ImageNetInput, slice_tensor
+
+    w = resolve_weights("efficientnet_lite0")
+    enc = nn.Sequential(ImageNetInput(), create_backbone("efficientnet_lite0", weights=w.path)).eval()
+    key = {"arch": "efficientnet_lite0", "weights": w.digest, "image_size": size}
+    return enc, key, lambda data, r: slice_tensor(data, size, r)
+
+
+def test_cached_embeddings_equal_a_direct_forward_pass(grading_data, tmp_path):
+    from baselines.torch_inputs import slice_tensor
     from harness.features.embeddings import EmbeddingCache
 
     train, _ = grading_data
     rows = train.samples.iloc[:20]
-    w = resolve_weights("efficientnet_lite0")
-    enc = nn.Sequential(ImageNetInput(), create_backbone("efficientnet_lite0", weights=w.path)).eval()
-    key = {"arch": "efficientnet_lite0", "weights": w.digest, "image_size": 32}
-    images = lambda data, r: slice_tensor(data, 32, r)  # noqa: E731
+    enc, key, images = lite0_encoder()
     cold = EmbeddingCache(tmp_path).embeddings(train, rows.iloc[:10], key, enc, images)
     cache = EmbeddingCache(tmp_path)
     both = cache.embeddings(train, rows, key, enc, images)  # 10 read, 10 extracted, entries extended
@@ -95,18 +102,11 @@ def test_cached_embeddings_equal_a_direct_forward_pass(grading_data, tmp_path):
 def test_a_slice_vector_does_not_depend_on_the_slices_sharing_its_batch(grading_data):
     """Which fold extracts first decides how slices are batched; padding every batch to one
     shape keeps each vector the same whatever its batchmates (no cache: all extracted)."""
-    from torch import nn
-
-    from baselines.timm_backbone import create_backbone, resolve_weights
-    from baselines.torch_inputs import ImageNetInput, slice_tensor
     from harness.features.embeddings import EmbeddingCache
 
     train, _ = grading_data
     rows = train.samples.iloc[:21]
-    w = resolve_weights("efficientnet_lite0")
-    enc = nn.Sequential(ImageNetInput(), create_backbone("efficientnet_lite0", weights=w.path)).eval()
-    key = {"arch": "efficientnet_lite0", "weights": w.digest, "image_size": 32}
-    images = lambda data, r: slice_tensor(data, 32, r)  # noqa: E731
+    enc, key, images = lite0_encoder()
     alone = EmbeddingCache(None, threads=1).embeddings(train, rows.iloc[[4, 17]], key, enc, images)
     together = EmbeddingCache(None, threads=1).embeddings(train, rows, key, enc, images)
     np.testing.assert_array_equal(alone, together[[4, 17]])
