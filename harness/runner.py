@@ -12,7 +12,6 @@ that had finished.
 from __future__ import annotations
 
 import inspect
-
 import time
 import traceback
 from dataclasses import dataclass, field, replace

@@ -41,8 +41,9 @@ from harness.tasks import TaskData
 
 #: Bump when the pixels -> tensor path changes (rescaling, resizing, channel handling).
 PREPROCESS_VERSION = "minmax01-bilinear-antialias-imagenet-v1"
-#: Bump when how the encoder runs changes its float results (layout, batch shape).
-EXTRACT_VERSION = "channels-last-padded-batch16-v2"
+#: Bump when how the encoder runs changes its float results (layout, padding); the batch
+#: size is a key of its own.
+EXTRACT_VERSION = "channels-last-padded-v2"
 #: Slices per forward pass in extraction; every batch is padded to this size.
 EXTRACT_BATCH = 16
 
@@ -133,7 +134,7 @@ class EmbeddingCache:
                 n = len(x)
                 if n < self.batch_size:  # a fixed batch shape: see the module docstring
                     x = torch.cat([x, x.new_zeros((self.batch_size - n, *x.shape[1:]))])
-                x = x.to(dev, memory_format=torch.channels_last) if x.dim() == 4 else x.to(dev)
+                x = x.to(dev, memory_format=torch.channels_last)
                 out.append(encoder(x)[:n].float().cpu().numpy())
         self.n_extracted += len(rows)
         return np.concatenate(out).astype(np.float32, copy=False)
