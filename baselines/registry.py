@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 import numpy as np
 
 from harness.errors import HarnessError
+from harness.source_closure import source_digest
 
 if TYPE_CHECKING:  # pragma: no cover
     from harness.tasks import TaskData
@@ -181,14 +182,19 @@ def get_baseline(name: str) -> type[Baseline]:
 
 @lru_cache(maxsize=None)
 def baseline_code_digest(name: str) -> str:
-    """sha256 (16 hex digits) of the source file that defines baseline ``name``.
+    """sha256 (16 hex digits) of the code behind baseline ``name``: the module that defines
+    it and every module of the harness and the baselines it imports, directly or not
+    (``harness.source_closure``).
 
-    Part of every fold's cache key, so a fold cached by other code of the baseline is
-    refitted, not reused: a fix to a baseline's code changes its results at the next run
-    without a version bump. Code the module imports from elsewhere (the harness's feature
-    extractors, the training loop) is covered by the package version in the same key.
+    Part of every fold's cache key, so a fold cached by other code is refitted, not
+    reused: a fix to a baseline, or to the feature extractor or training engine it calls,
+    changes its results at the next run without a version bump.
     """
-    source = inspect.getsourcefile(get_baseline(name))
+    cls = get_baseline(name)
+    digest = source_digest(cls.__module__)
+    if digest != "unknown":
+        return digest
+    source = inspect.getsourcefile(cls)  # defined outside an importable module
     if source is None or not Path(source).is_file():
         return "unknown"
     return hashlib.sha256(Path(source).read_bytes()).hexdigest()[:16]
