@@ -112,12 +112,31 @@ def test_cropped_view_gives_every_series_of_a_scan_the_same_window_under_new_cac
         assert (first == second).mean() > 0.9
 
 
-def test_crop_without_lesion_sampling_is_refused(tiny_rembrandt: Path) -> None:
+def test_crop_with_every_slice_keeps_every_head_slice_and_cuts_each(tiny_rembrandt: Path, tmp_path: Path) -> None:
+    """``lesion_crop_mm`` without lesion sampling: the papers' rows (every head slice), each
+    cut around its scan's lesion."""
+    from harness.runner import RunOptions, prepare_data
+    from harness.suite import parse_suite
+
+    def view(task: dict):
+        suite = parse_suite({"suite": {"name": "g", "task": "grading"}, "data": {"cohort": "rembrandt"},
+                             "task": {"modalities": ["T1post", "FLAIR"], **task}})
+        return prepare_data(suite, RunOptions(data=tiny_rembrandt, cache_dir=tmp_path, progress=False)).task_data
+
+    cut, whole = view({"lesion_crop_mm": 48}), view({})
+    assert cut.sample_ids == whole.sample_ids
+    assert cut.slices().shape[1:] == (8, 8)
+    assert whole.slices().shape[1:] != (8, 8)
+    for image_id in set(cut.samples["image_id"]):
+        assert cut.content_keys[image_id] != whole.content_keys[image_id]
+
+
+def test_negative_crop_is_refused(tiny_rembrandt: Path) -> None:
     from harness.data.detect import load_cohort
     from harness.tasks import grading_task
 
     with pytest.raises(ValueError, match="lesion_crop_mm"):
-        grading_task(load_cohort(tiny_rembrandt), {}, {}, lesion_crop_mm=80.0)
+        grading_task(load_cohort(tiny_rembrandt), {}, {}, lesion_crop_mm=-1.0)
 
 
 def test_scans_without_the_finders_series_keep_every_slice_and_are_named(tiny_rembrandt: Path, tmp_path: Path) -> None:

@@ -40,14 +40,15 @@ def grading_task(
     ``slice_sampling = "lesion"`` keeps, of each scan, the slices where its
     ``lesion_modality`` series shows the lesion (the same slice indices in every series of
     the scan with as many slices); a scan where that cannot be done keeps its head slices
-    and is named in the problems. ``lesion_crop_mm`` > 0 also cuts every slice of the scan
-    to a square of that side centred on the lesion (on the volume's centre where none was
-    found), so a model sees the tumour and little of the head around it.
+    and is named in the problems. ``lesion_crop_mm`` > 0 cuts every kept slice of the scan
+    (all head slices, or the lesion slices) to a square of that side centred on the lesion
+    (on the volume's centre where none was found), so a model sees the tumour and little of
+    the head around it.
     """
     if slice_sampling not in SLICE_SAMPLINGS:
         raise ValueError(f"slice_sampling must be one of {SLICE_SAMPLINGS}, got {slice_sampling!r}")
-    if lesion_crop_mm and slice_sampling != "lesion":
-        raise ValueError("lesion_crop_mm needs slice_sampling = 'lesion'")
+    if lesion_crop_mm < 0:
+        raise ValueError(f"lesion_crop_mm must be >= 0, got {lesion_crop_mm}")
     problems: list[Problem] = []
     patients = cohort.patients.set_index("patient_id")
     grades: dict[str, str] = {}
@@ -58,7 +59,7 @@ def grading_task(
     class_list = list(classes) if classes else _ordered_classes(grades.values())
     wanted = set(modalities)
     lesions: dict[str, ScanLesion] = {}
-    if slice_sampling == "lesion":
+    if slice_sampling == "lesion" or lesion_crop_mm:
         lesions, lesion_problems = lesions_per_scan(cohort.series, volumes, lesion_modality, spacings or {})
         problems += lesion_problems
     cropped: dict[str, np.ndarray] = {}
@@ -78,7 +79,8 @@ def grading_task(
         view = series_lesion_view(
             rec.series_id, np.asarray(volumes[rec.series_id]), keep, lesions.get(str(rec.study_id)),
             crop_mm=lesion_crop_mm, content_key=content_keys.get(rec.series_id, rec.series_id),
-            spacing_mm=(spacings or {}).get(rec.series_id, DEFAULT_SPACING_MM), modality=lesion_modality)
+            spacing_mm=(spacings or {}).get(rec.series_id, DEFAULT_SPACING_MM), modality=lesion_modality,
+            narrow=slice_sampling == "lesion")
         keep = view.keep
         if view.crop is not None:
             cropped[rec.series_id], cropped_keys[rec.series_id] = view.crop

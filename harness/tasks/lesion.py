@@ -135,8 +135,8 @@ def lesions_per_scan(
     for study_id, scan in series.groupby("study_id", sort=False):
         finders = [s for s in scan.loc[scan["modality"] == modality, id_column] if s in volumes]
         if not finders:
-            problems.append(Problem(str(study_id), f"slice_sampling = 'lesion' needs a decoded {modality} "
-                                    "series in the scan; none, so every head slice of the scan kept"))
+            problems.append(Problem(str(study_id), f"the lesion finder needs a decoded {modality} "
+                                    "series in the scan; none, so every head slice of the scan kept, uncut"))
             continue
         lesion = find_scan_lesion(np.asarray(volumes[finders[0]]), spacings.get(finders[0], DEFAULT_SPACING_MM), rule)
         if lesion.slices.size < rule.min_slices:
@@ -176,9 +176,11 @@ class SeriesLesionView:
 
 def series_lesion_view(series_id: str, volume: np.ndarray, keep: np.ndarray, lesion: ScanLesion | None, *,
                        crop_mm: float, content_key: str, spacing_mm: tuple[float, float, float],
-                       modality: str = "FLAIR", half_depth_mm: float = 0.0) -> SeriesLesionView:
+                       modality: str = "FLAIR", half_depth_mm: float = 0.0,
+                       narrow: bool = True) -> SeriesLesionView:
     """``keep`` (the series' head slices) narrowed to its scan's lesion slices, and cut to
-    ``crop_mm`` around the lesion when asked (in depth too, with ``half_depth_mm``); a series
+    ``crop_mm`` around the lesion when asked (in depth too, with ``half_depth_mm``; with
+    ``narrow = False`` every head slice is kept and only cut); a series
     whose slice count differs from the
     finder's series keeps ``keep`` uncut, with a problem naming it. Why one function: the
     grading view and the progression pseudo-grader must sample a scan the same way."""
@@ -188,6 +190,6 @@ def series_lesion_view(series_id: str, volume: np.ndarray, keep: np.ndarray, les
         return SeriesLesionView(keep, problem=Problem(
             str(series_id), f"{len(volume)} slices, not the {lesion.n_slices} of the scan's {modality} series: "
             "lesion slices not mapped, every head slice kept" + (", not cropped" if crop_mm else "")))
-    narrowed = np.intersect1d(keep, lesion.slices)
+    narrowed = np.intersect1d(keep, lesion.slices) if narrow else keep
     crop = crop_series(volume, content_key, lesion, crop_mm, spacing_mm, half_depth_mm) if crop_mm else None
     return SeriesLesionView(narrowed, crop)
