@@ -81,12 +81,8 @@ def grading_task(
             crop_mm=lesion_crop_mm, content_key=content_keys.get(rec.series_id, rec.series_id),
             spacing_mm=(spacings or {}).get(rec.series_id, DEFAULT_SPACING_MM), modality=lesion_modality,
             narrow=slice_sampling == "lesion")
-        keep = view.keep
-        if view.crop is not None:
-            cropped[rec.series_id], cropped_keys[rec.series_id] = view.crop
-        if view.problem is not None:
-            problems.append(view.problem)
-        keep = keep[::slice_step]
+        view.record(rec.series_id, cropped, cropped_keys, problems)
+        keep = view.keep[::slice_step]
         for z in keep:
             rows.append(
                 {

@@ -173,6 +173,15 @@ class SeriesLesionView:
     crop: tuple[np.ndarray, str] | None = None
     problem: Problem | None = None
 
+    def record(self, series_id: str, volumes: dict[str, np.ndarray], keys: dict[str, str],
+               problems: list[Problem]) -> None:
+        """Put the crop (if any) in ``volumes``/``keys`` under ``series_id`` and the problem
+        (if any) in ``problems``: what every caller does with a view."""
+        if self.crop is not None:
+            volumes[series_id], keys[series_id] = self.crop
+        if self.problem is not None:
+            problems.append(self.problem)
+
 
 def series_lesion_view(series_id: str, volume: np.ndarray, keep: np.ndarray, lesion: ScanLesion | None, *,
                        crop_mm: float, content_key: str, spacing_mm: tuple[float, float, float],

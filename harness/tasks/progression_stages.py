@@ -194,10 +194,7 @@ def progression_slices(data: TaskData, modalities: list[str], min_foreground: fl
             rec.image_id, volume, np.flatnonzero(foreground_fraction(volume) >= min_foreground),
             lesions.get(str(rec.study_id)), crop_mm=crop_mm, content_key=keys.get(rec.image_id, rec.image_id),
             spacing_mm=data.spacings.get(rec.image_id, DEFAULT_SPACING_MM))
-        if view.crop is not None:
-            volumes[rec.image_id], keys[rec.image_id] = view.crop
-        if view.problem is not None:
-            problems.append(view.problem)
+        view.record(rec.image_id, volumes, keys, problems)
         for z in view.keep:
             rows.append({"sample_id": f"{rec.image_id}#z{int(z):03d}", "patient_id": rec.patient_id,
                          "study_id": rec.study_id, "image_id": rec.image_id, "modality": rec.modality,

@@ -154,8 +154,5 @@ def _lesion_crops(samples: pd.DataFrame, volumes: Mapping[str, np.ndarray], cont
             content_key=keys.get(rec.image_id, rec.image_id),
             spacing_mm=spacings.get(rec.image_id, DEFAULT_SPACING_MM), modality=modality,
             half_depth_mm=half_depth_mm)
-        if view.crop is not None:
-            cut[rec.image_id], keys[rec.image_id] = view.crop
-        if view.problem is not None:
-            problems.append(view.problem)
+        view.record(rec.image_id, cut, keys, problems)
     return cut, keys, problems
