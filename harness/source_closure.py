@@ -62,9 +62,8 @@ def _parse_imports(path: Path, module: str) -> set[str]:
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                parts = package.split(".")
-                base_parts = parts[: len(parts) - (node.level - 1)] if node.level > 1 else parts
-                base = ".".join(p for p in base_parts if p)
+                parts = package.split(".")  # each level past the first climbs one package
+                base = ".".join(p for p in parts[: len(parts) - node.level + 1] if p)
                 base = f"{base}.{node.module}" if node.module else base
             else:
                 base = node.module or ""
@@ -84,7 +83,7 @@ def source_closure(module: str, packages: tuple[str, ...] = PROJECT_PACKAGES) ->
     """``module`` and every module of ``packages`` it imports, directly or not: name ->
     source file. ``module`` itself is included even outside ``packages`` (a plugin)."""
     found: dict[str, Path] = {}
-    pending = [module]
+    pending = _with_parents(module)  # importing it runs its packages' __init__ too
     while pending:
         name = pending.pop()
         if name in found:

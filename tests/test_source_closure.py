@@ -55,3 +55,13 @@ def test_a_transfer_baselines_key_covers_the_embedding_extraction_it_calls() -> 
 
     closure = source_closure(get_baseline("efficientnet_lite0").__module__)
     assert {"harness.features.embeddings", "harness.training.engine", "baselines.transfer"} <= set(closure)
+
+
+def test_relative_imports_climb_one_package_per_extra_dot(package: Path) -> None:
+    (package / "sub").mkdir()
+    (package / "sub" / "__init__.py").write_text("")
+    (package / "sub" / "deep.py").write_text("from .. import util\nfrom ..engine import fit\n")
+    importlib.invalidate_caches()
+    closure = source_closure("pkgx.sub.deep", packages=("pkgx",))
+    assert {"pkgx.util", "pkgx.engine", "pkgx.sub"} <= set(closure)
+    assert "pkgx.sub.util" not in closure

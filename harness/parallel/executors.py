@@ -33,7 +33,7 @@ EXECUTORS: tuple[str, ...] = ("process", "ray")
 
 def default_jobs() -> int:
     """One job per available core, at most 8 (each worker holds its own torch and model)."""
-    return max(1, min(usable_cores(), 8))
+    return min(usable_cores(), 8)
 
 
 class Executor(ABC):
